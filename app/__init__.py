@@ -1,0 +1,60 @@
+"""omnistock: one stock ledger for stores, warehouses and the web shop, and order routing."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from flask import request
+from flask_openapi3 import Info, OpenAPI
+
+from app.db import make_engine, make_session_factory
+from app.settings import ensure_secret_key, load_config
+
+__version__ = "0.1.0"
+
+
+def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
+    """Build the web app: config, one engine and session factory, routes, errors, CLI."""
+    from app import cli, errors, observability
+    from app.routes import api_catalog, api_stock, common, health
+
+    config = load_config(overrides)
+    ensure_secret_key(config)
+    observability.configure_logging(str(config["LOG_LEVEL"]), str(config["LOG_FORMAT"]))
+    app = OpenAPI(
+        __name__,
+        info=Info(title="omnistock API", version=__version__),
+        security_schemes=common.SECURITY_SCHEMES,
+        doc_prefix="/api",
+        doc_url="/openapi.json",
+        validation_error_status=422,
+        validation_error_callback=errors.validation_problem,
+        instance_path=str(config["INSTANCE_PATH"]),
+    )
+    app.config.update(config)
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    engine = make_engine(config)
+    app.extensions["engine"] = engine
+    app.extensions["session_factory"] = make_session_factory(engine)
+
+    observability.init_app(app)
+    common.init_app(app)
+    errors.register_error_handlers(app)
+    app.register_blueprint(health.bp)
+    app.register_api(api_catalog.bp)
+    app.register_api(api_stock.bp)
+    cli.init_app(app)
+
+    @app.get("/")
+    def index() -> Any:
+        """Where to look."""
+        return {
+            "service": "omnistock",
+            "version": __version__,
+            "api": request.host_url + "api/v1",
+            "openapi": request.host_url + "api/openapi.json",
+            "docs": request.host_url + "api/swagger",
+        }
+
+    return app

@@ -1,0 +1,174 @@
+"""Operator commands: `flask --app app <group> <command>`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import read_only, unit_of_work
+from app.domain.errors import DomainError
+from app.services import keys as key_service
+from app.services import ledger as ledger_service
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _factory() -> sessionmaker[Session]:
+    return current_app.extensions["session_factory"]  # type: ignore[no-any-return]
+
+
+def alembic_config(database_url: str):  # type: ignore[no-untyped-def]
+    """Alembic's config pointed at this project's migrations and the app's database."""
+    from alembic.config import Config
+
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.attributes["database_url"] = database_url
+    return cfg
+
+
+@click.group("db")
+def db_group() -> None:
+    """Database schema migrations."""
+
+
+@db_group.command("upgrade")
+@click.argument("revision", default="head")
+def db_upgrade(revision: str) -> None:
+    """Migrate the database to a revision (default: head)."""
+    from alembic import command
+
+    url = current_app.config["DATABASE_URL"]
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    command.upgrade(alembic_config(url), revision)
+    click.echo(f"database at {revision}")
+
+
+@db_group.command("check")
+def db_check() -> None:
+    """Fail if the models and the migrations disagree."""
+    from alembic import command
+
+    command.check(alembic_config(current_app.config["DATABASE_URL"]))
+
+
+@click.group("keys")
+def keys_group() -> None:
+    """API keys."""
+
+
+@keys_group.command("create")
+@click.option("--role", type=click.Choice(key_service.ROLES), required=True)
+@click.option("--location", "locations", multiple=True, help="Staff: a location code (repeatable)")
+@click.option("--name", default=None, help="What the key is for")
+def keys_create(role: str, locations: tuple[str, ...], name: str | None) -> None:
+    """Create a key; the key is printed once, alone on the last line."""
+    try:
+        with unit_of_work(_factory()) as session:
+            key, plain = key_service.create_key(
+                session, role=role, name=name or f"{role} key", locations=locations
+            )
+            key_id = key.id
+    except DomainError as exc:
+        raise click.ClickException(f"{exc.message} {exc.details or ''}".strip()) from exc
+    click.echo(f"created key {key_id} ({role}{' ' + ','.join(locations) if locations else ''})")
+    click.echo(plain)
+
+
+@keys_group.command("list")
+def keys_list() -> None:
+    """List keys (never their secrets)."""
+    with read_only(_factory()) as session:
+        for k in key_service.list_keys(session):
+            state = "revoked" if k.revoked_at else "active"
+            locs = ",".join(loc.code for loc in k.locations)
+            click.echo(f"{k.id}\t{k.role}\t{state}\t{k.prefix}\t{locs}\t{k.name}")
+
+
+@keys_group.command("revoke")
+@click.argument("key_id", type=int)
+def keys_revoke(key_id: int) -> None:
+    """Revoke a key by id."""
+    try:
+        with unit_of_work(_factory()) as session:
+            key_service.revoke(session, key_id)
+    except DomainError as exc:
+        raise click.ClickException(exc.message) from exc
+    click.echo(f"revoked key {key_id}")
+
+
+@click.group("ledger")
+def ledger_group() -> None:
+    """Check and repair the stock-level projection."""
+
+
+def _print_mismatches(mismatches: list[ledger_service.Mismatch]) -> None:
+    for m in mismatches:
+        click.echo(
+            f"sku_id={m.sku_id} location_id={m.location_id} "
+            f"projection=(on_hand={m.projected.on_hand}, reserved={m.projected.reserved}, "
+            f"incoming={m.projected.incoming}) ledger=(on_hand={m.from_ledger.on_hand}, "
+            f"reserved={m.from_ledger.reserved}, incoming={m.from_ledger.incoming})"
+        )
+
+
+@ledger_group.command("verify")
+def ledger_verify() -> None:
+    """Exit non-zero if any stock level differs from the sum of its movements."""
+    with read_only(_factory()) as session:
+        mismatches = ledger_service.verify(session)
+    _print_mismatches(mismatches)
+    if mismatches:
+        click.echo(f"{len(mismatches)} stock level(s) differ from the ledger", err=True)
+        sys.exit(1)
+    click.echo("ledger ok: every stock level equals the sum of its movements")
+
+
+@ledger_group.command("rebuild")
+def ledger_rebuild() -> None:
+    """Recompute every stock level from its movements."""
+    with unit_of_work(_factory()) as session:
+        repaired = ledger_service.rebuild(session)
+    _print_mismatches(repaired)
+    click.echo(f"rebuilt {len(repaired)} stock level(s)")
+
+
+@click.group("demo")
+def demo_group() -> None:
+    """Demo data."""
+
+
+@demo_group.command("seed")
+@click.option("--skus", default=240, show_default=True)
+@click.option("--keys-file", type=click.Path(dir_okay=False), default=None,
+              help="Also write the new keys to this file (mode 600)")  # fmt: skip
+def demo_seed(skus: int, keys_file: str | None) -> None:
+    """Build a demo retailer (a warehouse, stores, SKUs, stock) and print its keys once."""
+    from app import demo
+
+    with unit_of_work(_factory()) as session:
+        if demo.is_seeded(session):
+            click.echo("demo data already present; nothing done")
+            return
+        created = demo.seed(session, sku_count=skus)
+    lines = [f"{role}\t{scope}\t{plain}" for role, scope, plain in created.keys]
+    click.echo(f"seeded {created.locations} locations, {created.skus} SKUs, {created.movements} movements")
+    click.echo("API keys (shown once):")
+    for line in lines:
+        click.echo("  " + line)
+    if keys_file:
+        import os
+
+        fd = os.open(keys_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write("\n".join(lines) + "\n")
+
+
+def init_app(app: Flask) -> None:
+    for group in (db_group, keys_group, ledger_group, demo_group):
+        app.cli.add_command(group)

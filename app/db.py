@@ -1,0 +1,174 @@
+"""Engine, session factory and the unit of work: one transaction per request or job."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import DateTime, Dialect, MetaData, event, exc
+from sqlalchemy.engine import Engine, create_engine
+from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import NullPool
+from sqlalchemy.types import TypeDecorator
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Named constraints let Alembic drop and alter them later on every backend.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps are stored and returned as aware UTC (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given; use aware UTC")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    """The one clock of the service: aware UTC."""
+    return datetime.now(UTC)
+
+
+def is_sqlite(url_or_engine: str | Engine) -> bool:
+    url = url_or_engine if isinstance(url_or_engine, str) else str(url_or_engine.url)
+    return url.startswith("sqlite")
+
+
+def make_engine(config: dict[str, Any]) -> Engine:
+    """Build the process's engine; SQLite gets WAL, a busy timeout and explicit BEGINs."""
+    url = str(config["DATABASE_URL"])
+    echo = bool(config.get("DATABASE_ECHO", False))
+    if is_sqlite(url):
+        engine = create_engine(
+            url,
+            echo=echo,
+            connect_args={"timeout": float(config.get("SQLITE_BUSY_TIMEOUT_S", 30))},
+            # One connection per checkout: SQLite connections are cheap and file locks are
+            # what serialise writers, so pooling buys nothing and shares state across threads.
+            poolclass=NullPool,
+        )
+        _sqlite_transactions(engine)
+        return engine
+    return create_engine(
+        url,
+        echo=echo,
+        pool_size=int(config.get("DATABASE_POOL_SIZE", 10)),
+        max_overflow=int(config.get("DATABASE_MAX_OVERFLOW", 10)),
+        pool_pre_ping=True,
+    )
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    # pysqlite's own transaction handling starts a DEFERRED transaction only before DML; a read
+    # then write in it can fail with "database is locked" regardless of the busy timeout. We
+    # take over BEGIN so writers start IMMEDIATE (wait for the lock up front) and readers DEFERRED.
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        mode = conn.get_execution_options().get("sqlite_begin", "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Session]:
+    """One factory per process; objects stay usable after commit for serialising responses."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A write transaction: commit on success, roll back on any error, always close."""
+    session = factory()
+    try:
+        if is_sqlite(session.get_bind()):  # type: ignore[arg-type]
+            session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
+        yield session
+        session.commit()
+        for hook in session.info.pop("after_commit", []):
+            hook()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+@contextmanager
+def read_only(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A read transaction: never commits, always rolls back and closes."""
+    session = factory()
+    try:
+        yield session
+    finally:
+        session.rollback()
+        session.close()
+
+
+def after_commit(session: Session, hook: Callable[[], None]) -> None:
+    """Run hook only once the unit of work has committed (metrics, wake-ups)."""
+    session.info.setdefault("after_commit", []).append(hook)
+
+
+class Retry(Exception):  # noqa: N818 - a signal, not an error
+    """Raised inside a transaction to ask for the whole unit of work to run again."""
+
+
+def _is_transient(error: BaseException) -> bool:
+    if isinstance(error, Retry):
+        return True
+    if not isinstance(error, exc.DBAPIError):
+        return False
+    orig = error.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    # 40001 serialization failure, 40P01 deadlock: PostgreSQL asks the client to retry.
+    if sqlstate in {"40001", "40P01"}:
+        return True
+    return "database is locked" in str(orig)
+
+
+def transaction(factory: sessionmaker[Session], work: Callable[[Session], T], attempts: int = 5) -> T:
+    """Run work in one unit of work, retrying the whole of it on transient conflicts."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with unit_of_work(factory) as session:
+                return work(session)
+        except Exception as error:
+            if attempt == attempts or not _is_transient(error):
+                raise
+            log.info("retrying transaction after transient conflict", extra={"attempt": attempt})
+            time.sleep(0.005 * attempt)
+    raise AssertionError("unreachable")

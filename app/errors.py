@@ -1,0 +1,104 @@
+"""The one error map: every failure becomes application/problem+json with a stable code."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, g, json, request
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+from app.domain.errors import DomainError
+
+log = logging.getLogger(__name__)
+
+PROBLEM_TYPE = "https://omnistock.dev/problems/"
+STATUS_BY_KIND = {"invalid": 422, "not_found": 404, "conflict": 409, "forbidden": 403, "unauthorized": 401}
+TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Request body too large",
+    415: "Unsupported media type",
+    422: "Unprocessable content",
+    429: "Too many requests",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+def problem(status: int, code: str, detail: str | None = None, **extra: Any) -> Response:
+    """Build an RFC 9457 problem response."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE + code,
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "code": code,
+        "detail": detail,
+        "instance": request.path if request else None,
+        "request_id": g.get("request_id"),
+    }
+    body.update({k: v for k, v in extra.items() if v is not None})
+    response = Response(json.dumps(body), status=status, mimetype="application/problem+json")
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="omnistock"'
+    return response
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "body"
+
+
+def validation_problem(error: ValidationError) -> Response:
+    """Pydantic errors as a 422 naming every field at fault."""
+    errors = []
+    for e in error.errors(include_url=False, include_input=False):
+        loc = tuple(e["loc"])
+        message = e["msg"]
+        # A model-level rule says which field it is about as "field: message".
+        if e["type"] == "value_error" and ": " in message.removeprefix("Value error, "):
+            message = message.removeprefix("Value error, ")
+            head, _, rest = message.partition(": ")
+            if head.isidentifier():
+                loc, message = (*loc, head), rest
+        errors.append({"field": _field(loc), "message": message.removeprefix("Value error, ")})
+    if not errors:
+        errors = [{"field": "body", "message": "invalid"}]
+    return problem(422, "validation_error", f"{len(errors)} field(s) invalid", errors=errors)
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Map domain errors, HTTP errors and the unexpected to problem+json, never a stack trace."""
+
+    @app.errorhandler(DomainError)
+    def _domain(error: DomainError) -> Response:
+        status = STATUS_BY_KIND.get(error.kind, 409)
+        return problem(status, error.code, error.message, **error.details)
+
+    @app.errorhandler(ValidationError)
+    def _validation(error: ValidationError) -> Response:
+        return validation_problem(error)
+
+    @app.errorhandler(HTTPException)
+    def _http(error: HTTPException) -> Response:
+        if error.response is not None:
+            # flask-openapi3 aborts with a ready-made (problem) response for invalid input.
+            return error.response  # type: ignore[return-value]
+        status = error.code or 500
+        code = (error.name or "error").lower().replace(" ", "_")
+        return problem(status, code, error.description)
+
+    @app.errorhandler(Exception)
+    def _unexpected(error: Exception) -> Response:
+        log.exception("unhandled error")
+        return problem(500, "internal_error", "the error was logged with this request id")

@@ -1,0 +1,239 @@
+"""Locations, SKUs and channels: the reference data the ledger and routing stand on."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from app.domain.errors import AlreadyExists, InvalidInput, UnknownChannel, UnknownLocation, UnknownSku
+from app.models import Channel, ChannelLocation, Location, Sku
+
+LOCATION_FIELDS = (
+    "name", "kind", "lat", "lon", "postcode", "timezone", "active", "ships", "pickup",
+    "priority", "daily_capacity", "pick_minutes", "pickup_hold_hours", "default_safety_stock",
+)  # fmt: skip
+
+
+def get_location(session: Session, code: str) -> Location:
+    """The location with this code, or UnknownLocation."""
+    location = session.scalar(select(Location).where(Location.code == code))
+    if location is None:
+        raise UnknownLocation(f"no location {code!r}", location=code)
+    return location
+
+
+def location_ids(session: Session, codes: Iterable[str], field: str = "location") -> dict[str, int]:
+    """Map location codes to ids; every unknown code is reported at once, naming the field."""
+    wanted = set(codes)
+    found = dict(
+        session.execute(select(Location.code, Location.id).where(Location.code.in_(wanted))).tuples().all()
+    )
+    missing = sorted(wanted - found.keys())
+    if missing:
+        raise UnknownLocation(f"unknown location(s): {', '.join(missing)}", unknown=missing, field=field)
+    return found
+
+
+def sku_ids(session: Session, codes: Iterable[str], field: str = "sku") -> dict[str, int]:
+    """Map SKU codes to ids; every unknown code is reported at once, naming the field."""
+    wanted = set(codes)
+    found: dict[str, int] = {}
+    chunk = sorted(wanted)
+    # Bounded IN lists keep SQLite under its variable limit for large batches.
+    for start in range(0, len(chunk), 900):
+        part = chunk[start : start + 900]
+        found.update(session.execute(select(Sku.code, Sku.id).where(Sku.code.in_(part))).tuples().all())
+    missing = sorted(wanted - found.keys())
+    if missing:
+        raise UnknownSku(f"unknown SKU(s): {', '.join(missing[:20])}", unknown=missing, field=field)
+    return found
+
+
+def _set_channels(session: Session, location: Location, channel_codes: Sequence[str]) -> None:
+    channels = dict(
+        session.execute(select(Channel.code, Channel.id).where(Channel.code.in_(channel_codes))).tuples().all()
+    )
+    missing = sorted(set(channel_codes) - channels.keys())
+    if missing:
+        raise InvalidInput(
+            "unknown channel(s)",
+            [{"field": "channels", "message": f"unknown channel {c!r}"} for c in missing],
+        )
+    session.execute(delete(ChannelLocation).where(ChannelLocation.location_id == location.id))
+    session.add_all(
+        ChannelLocation(channel_id=cid, location_id=location.id) for cid in sorted(channels.values())
+    )
+
+
+def create_location(session: Session, data: dict[str, Any]) -> Location:
+    """Add a location; its code must be new."""
+    if session.scalar(select(Location.id).where(Location.code == data["code"])) is not None:
+        raise AlreadyExists(f"location {data['code']!r} exists", location=data["code"])
+    location = Location(code=data["code"])
+    _apply_location(session, location, data)
+    return location
+
+
+def update_location(session: Session, code: str, data: dict[str, Any]) -> Location:
+    """Change the given fields of a location; unspecified fields keep their value."""
+    location = get_location(session, code)
+    _apply_location(session, location, data)
+    return location
+
+
+def upsert_locations(session: Session, rows: Sequence[dict[str, Any]]) -> list[Location]:
+    """Create or update many locations by code, all or nothing."""
+    existing = {
+        loc.code: loc
+        for loc in session.scalars(
+            select(Location).where(Location.code.in_([r["code"] for r in rows]))
+        )
+    }
+    result = []
+    for row in rows:
+        location = existing.get(row["code"]) or Location(code=row["code"])
+        _apply_location(session, location, row)
+        result.append(location)
+    return result
+
+
+def _apply_location(session: Session, location: Location, data: dict[str, Any]) -> None:
+    for field in LOCATION_FIELDS:
+        if field in data and (data[field] is not None or field in {"daily_capacity", "postcode", "lat", "lon"}):
+            setattr(location, field, data[field])
+    if location.id is None:
+        session.add(location)
+        session.flush()
+    if data.get("channels") is not None:
+        _set_channels(session, location, data["channels"])
+
+
+def location_channels(session: Session, location_ids_: Iterable[int]) -> dict[int, list[str]]:
+    """Channel codes served, per location id."""
+    out: dict[int, list[str]] = {}
+    rows = session.execute(
+        select(ChannelLocation.location_id, Channel.code)
+        .join(Channel, Channel.id == ChannelLocation.channel_id)
+        .where(ChannelLocation.location_id.in_(list(location_ids_)))
+        .order_by(Channel.code)
+    )
+    for loc_id, code in rows:
+        out.setdefault(loc_id, []).append(code)
+    return out
+
+
+def list_locations(session: Session) -> list[Location]:
+    """Every location, by code."""
+    return list(session.scalars(select(Location).order_by(Location.code)))
+
+
+# ---------------------------------------------------------------- SKUs
+def get_sku(session: Session, code: str) -> Sku:
+    """The SKU with this code, or UnknownSku."""
+    sku = session.scalar(select(Sku).where(Sku.code == code))
+    if sku is None:
+        raise UnknownSku(f"no SKU {code!r}", sku=code)
+    return sku
+
+
+def upsert_skus(session: Session, rows: Sequence[dict[str, Any]]) -> tuple[list[Sku], int]:
+    """Create or update SKUs by code, all or nothing; returns them and how many were new."""
+    codes = [r["code"] for r in rows]
+    existing: dict[str, Sku] = {}
+    for start in range(0, len(codes), 900):
+        existing.update(
+            (s.code, s) for s in session.scalars(select(Sku).where(Sku.code.in_(codes[start : start + 900])))
+        )
+    _check_barcodes(session, rows)
+    created = 0
+    result = []
+    for row in rows:
+        sku = existing.get(row["code"])
+        if sku is None:
+            sku = Sku(code=row["code"])
+            session.add(sku)
+            created += 1
+        sku.name = row["name"]
+        sku.barcode = row.get("barcode")
+        sku.active = row.get("active", True)
+        result.append(sku)
+    session.flush()
+    return result, created
+
+
+def _check_barcodes(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    # A barcode names one SKU; a scanner at the counter must never find two.
+    wanted = {r["barcode"]: r["code"] for r in rows if r.get("barcode")}
+    errors = []
+    seen: dict[str, str] = {}
+    for i, r in enumerate(rows):
+        bc = r.get("barcode")
+        if bc and bc in seen and seen[bc] != r["code"]:
+            errors.append({"field": f"skus[{i}].barcode", "message": f"barcode {bc} given twice"})
+        if bc:
+            seen[bc] = r["code"]
+    if wanted:
+        taken = session.execute(
+            select(Sku.barcode, Sku.code).where(Sku.barcode.in_(list(wanted)))
+        ).tuples().all()
+        for barcode, owner in taken:
+            if owner != wanted[barcode]:
+                index = next(i for i, r in enumerate(rows) if r.get("barcode") == barcode)
+                errors.append(
+                    {"field": f"skus[{index}].barcode", "message": f"barcode {barcode} belongs to {owner}"}
+                )
+    if errors:
+        raise InvalidInput("barcode clash", errors)
+
+
+def update_sku(session: Session, code: str, data: dict[str, Any]) -> Sku:
+    """Change the given fields of a SKU."""
+    sku = get_sku(session, code)
+    if data.get("barcode"):
+        _check_barcodes(session, [{"code": code, "barcode": data["barcode"]}])
+    for field in ("name", "barcode", "active"):
+        if field in data and data[field] is not None:
+            setattr(sku, field, data[field])
+    return sku
+
+
+def list_skus(session: Session, *, after_code: str | None, limit: int) -> list[Sku]:
+    """SKUs in code order, keyset-paged by code."""
+    stmt = select(Sku).order_by(Sku.code).limit(limit)
+    if after_code is not None:
+        stmt = stmt.where(Sku.code > after_code)
+    return list(session.scalars(stmt))
+
+
+# ---------------------------------------------------------------- channels
+def upsert_channel(session: Session, data: dict[str, Any]) -> Channel:
+    """Create or update a channel and the locations that serve it."""
+    channel = session.scalar(select(Channel).where(Channel.code == data["code"]))
+    if channel is None:
+        channel = Channel(code=data["code"])
+        session.add(channel)
+    channel.name = data["name"]
+    channel.kind = data.get("kind", "online")
+    ids = location_ids(session, data.get("locations", []), field="locations")
+    session.flush()
+    session.execute(delete(ChannelLocation).where(ChannelLocation.channel_id == channel.id))
+    session.add_all(ChannelLocation(channel_id=channel.id, location_id=i) for i in sorted(ids.values()))
+    session.flush()
+    session.refresh(channel)
+    return channel
+
+
+def get_channel(session: Session, code: str) -> Channel:
+    """The channel with this code, or a not-found refusal."""
+    channel = session.scalar(select(Channel).where(Channel.code == code))
+    if channel is None:
+        raise UnknownChannel(f"no channel {code!r}", channel=code)
+    return channel
+
+
+def list_channels(session: Session) -> list[Channel]:
+    """Every channel, by code."""
+    return list(session.scalars(select(Channel).order_by(Channel.code)))

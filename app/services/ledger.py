@@ -1,0 +1,225 @@
+"""Writing the ledger: movement rows and the stock-level projection, always together."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, func, insert, select, text, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.db import is_sqlite, utcnow
+from app.domain.ledger import Deltas, Kind
+from app.models import Movement, StockLevel
+
+Key = tuple[int, int]  # (sku_id, location_id)
+
+
+@dataclass
+class Leg:
+    """One movement row to write."""
+
+    kind: Kind
+    sku_id: int
+    location_id: int
+    qty: int
+    deltas: Deltas
+    source: str = "omnistock"
+    external_ref: str | None = None
+    leg: int = 0
+    reason: str | None = None
+    occurred_at: datetime | None = None
+    order_id: int | None = None
+    fulfilment_id: int | None = None
+    sync_run_id: int | None = None
+    api_key_id: int | None = None
+    note: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> Key:
+        return (self.sku_id, self.location_id)
+
+
+@dataclass
+class LockedLevel:
+    on_hand: int
+    reserved: int
+    incoming: int
+    safety_stock: int | None
+
+
+def ensure_levels(session: Session, keys: Iterable[Key]) -> None:
+    """Create missing stock-level rows (zero) so every later update has a row to lock."""
+    rows = [{"sku_id": s, "location_id": loc} for s, loc in sorted(set(keys))]
+    if not rows:
+        return
+    dialect = postgresql if not is_sqlite(session.get_bind()) else sqlite  # type: ignore[arg-type]
+    for start in range(0, len(rows), 2000):
+        stmt = dialect.insert(StockLevel).on_conflict_do_nothing()
+        session.execute(stmt, rows[start : start + 2000])
+
+
+def lock_levels(session: Session, keys: Iterable[Key]) -> dict[Key, LockedLevel]:
+    """Lock the rows in (sku, location) order; a stable order is what prevents deadlocks."""
+    wanted = sorted(set(keys))
+    out: dict[Key, LockedLevel] = {}
+    for start in range(0, len(wanted), 500):
+        part = wanted[start : start + 500]
+        stmt = (
+            select(
+                StockLevel.sku_id,
+                StockLevel.location_id,
+                StockLevel.on_hand,
+                StockLevel.reserved,
+                StockLevel.incoming,
+                StockLevel.safety_stock,
+            )
+            .where(tuple_(StockLevel.sku_id, StockLevel.location_id).in_(part))
+            .order_by(StockLevel.sku_id, StockLevel.location_id)
+            .with_for_update()
+        )
+        for sku_id, loc_id, on_hand, reserved, incoming, safety in session.execute(stmt):
+            out[(sku_id, loc_id)] = LockedLevel(on_hand, reserved, incoming, safety)
+    return out
+
+
+_apply_deltas = (
+    update(StockLevel)
+    .where(StockLevel.sku_id == bindparam("k_sku"), StockLevel.location_id == bindparam("k_loc"))
+    .values(
+        on_hand=StockLevel.on_hand + bindparam("d_on_hand"),
+        reserved=StockLevel.reserved + bindparam("d_reserved"),
+        incoming=StockLevel.incoming + bindparam("d_incoming"),
+        updated_at=bindparam("now"),
+    )
+)
+
+
+def apply_deltas(session: Session, totals: dict[Key, Deltas], now: datetime) -> None:
+    """Add each key's summed deltas to its level, in key order, in one round trip."""
+    params = [
+        {
+            "k_sku": k[0],
+            "k_loc": k[1],
+            "d_on_hand": d.on_hand,
+            "d_reserved": d.reserved,
+            "d_incoming": d.incoming,
+            "now": now,
+        }
+        for k, d in sorted(totals.items())
+        if not d.is_zero
+    ]
+    if params:
+        session.connection().execute(_apply_deltas, params)
+
+
+def insert_movements(session: Session, legs: Sequence[Leg], now: datetime | None = None) -> list[int]:
+    """Append the movement rows; returns their ids in the order given."""
+    if not legs:
+        return []
+    now = now or utcnow()
+    rows = [
+        {
+            "kind": str(leg.kind),
+            "sku_id": leg.sku_id,
+            "location_id": leg.location_id,
+            "qty": leg.qty,
+            "on_hand_delta": leg.deltas.on_hand,
+            "reserved_delta": leg.deltas.reserved,
+            "incoming_delta": leg.deltas.incoming,
+            "reason": leg.reason,
+            "source": leg.source,
+            "external_ref": leg.external_ref,
+            "leg": leg.leg,
+            "occurred_at": leg.occurred_at or now,
+            "recorded_at": now,
+            "order_id": leg.order_id,
+            "fulfilment_id": leg.fulfilment_id,
+            "sync_run_id": leg.sync_run_id,
+            "api_key_id": leg.api_key_id,
+            "note": leg.note,
+        }
+        for leg in legs
+    ]
+    stmt = insert(Movement).returning(Movement.id, sort_by_parameter_order=True)
+    return list(session.connection().execute(stmt, rows).scalars())
+
+
+def record(session: Session, legs: Sequence[Leg], now: datetime | None = None) -> list[int]:
+    """Write movements and move the projection by the same amounts, in one transaction."""
+    now = now or utcnow()
+    totals: dict[Key, Deltas] = {}
+    for leg in legs:
+        totals[leg.key] = totals.get(leg.key, Deltas()) + leg.deltas
+    ensure_levels(session, totals)
+    apply_deltas(session, totals, now)
+    return insert_movements(session, legs, now)
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    sku_id: int
+    location_id: int
+    projected: Deltas
+    from_ledger: Deltas
+
+
+def _ledger_sums(session: Session) -> dict[Key, Deltas]:
+    stmt = select(
+        Movement.sku_id,
+        Movement.location_id,
+        func.sum(Movement.on_hand_delta),
+        func.sum(Movement.reserved_delta),
+        func.sum(Movement.incoming_delta),
+    ).group_by(Movement.sku_id, Movement.location_id)
+    return {(s, loc): Deltas(int(a), int(b), int(c)) for s, loc, a, b, c in session.execute(stmt)}
+
+
+def verify(session: Session) -> list[Mismatch]:
+    """Every (SKU, location) whose stock level differs from the sum of its movements."""
+    sums = _ledger_sums(session)
+    levels = {
+        (s, loc): Deltas(a, b, c)
+        for s, loc, a, b, c in session.execute(
+            select(
+                StockLevel.sku_id,
+                StockLevel.location_id,
+                StockLevel.on_hand,
+                StockLevel.reserved,
+                StockLevel.incoming,
+            )
+        )
+    }
+    out = []
+    for key in sorted(sums.keys() | levels.keys()):
+        projected = levels.get(key, Deltas())
+        expected = sums.get(key, Deltas())
+        if projected != expected:
+            out.append(Mismatch(key[0], key[1], projected, expected))
+    return out
+
+
+def rebuild(session: Session) -> list[Mismatch]:
+    """Set every stock level to the sum of its movements; returns what it repaired."""
+    if not is_sqlite(session.get_bind()):  # type: ignore[arg-type]
+        # Writers wait while the projection is recomputed; readers carry on.
+        session.execute(text("LOCK TABLE stock_levels, movements IN SHARE ROW EXCLUSIVE MODE"))
+    repaired = verify(session)
+    ensure_levels(session, [(m.sku_id, m.location_id) for m in repaired])
+    now = utcnow()
+    for m in repaired:
+        session.execute(
+            update(StockLevel)
+            .where(StockLevel.sku_id == m.sku_id, StockLevel.location_id == m.location_id)
+            .values(
+                on_hand=m.from_ledger.on_hand,
+                reserved=m.from_ledger.reserved,
+                incoming=m.from_ledger.incoming,
+                updated_at=now,
+            )
+        )
+    return repaired

@@ -1,0 +1,40 @@
+"""Defaults for every deployment; override with OMNISTOCK_* environment variables."""
+
+# SQLAlchemy URL. The embedded default is a SQLite file in the instance folder;
+# production sets OMNISTOCK_DATABASE_URL=postgresql+psycopg://user@host/db.
+DATABASE_URL = "sqlite:///{instance}/omnistock.db"
+DATABASE_POOL_SIZE = 10
+DATABASE_MAX_OVERFLOW = 10
+DATABASE_ECHO = False
+# Seconds a SQLite writer waits for the file lock before giving up.
+SQLITE_BUSY_TIMEOUT_S = 30
+
+# Signs session cookies for the browser pages. None: a random key is kept in the
+# instance folder (fine for one machine; set it explicitly for several).
+SECRET_KEY = None
+
+# Largest request body accepted (bytes): a 1,000-movement batch is ~150 KiB.
+MAX_CONTENT_LENGTH = 2 * 1024 * 1024
+
+# Largest movement batch and SKU list per request.
+MAX_BATCH_MOVEMENTS = 5000
+MAX_AVAILABILITY_SKUS = 200
+PAGE_SIZE_DEFAULT = 100
+PAGE_SIZE_MAX = 1000
+
+# Seconds an authenticated API key stays cached in a process; revocation takes at most this long.
+API_KEY_CACHE_SECONDS = 30
+
+LOG_LEVEL = "INFO"
+# json for machines, text for a terminal.
+LOG_FORMAT = "json"
+
+# Routing: criteria order, bound on split shipments, pickup shortfall policy (transfer|refuse).
+ROUTING_CRITERIA = "distance,priority,capacity,depth"
+ROUTING_MAX_SHIPMENTS = 3
+ROUTING_PICKUP_SHORTFALL = "transfer"
+# Re-route attempts after losing a reservation race before refusing.
+ROUTING_MAX_ATTEMPTS = 3
+
+# The scheduler: run it in this process (embedded demo) or only in `flask sync run-scheduler`.
+EMBEDDED_SCHEDULER = False

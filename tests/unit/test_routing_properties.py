@@ -1,0 +1,301 @@
+"""Property tests for app.domain.routing: the invariants in its module docstring."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from app.domain.routing import (
+    DEFAULT_CRITERIA,
+    Candidate,
+    Line,
+    PickupAt,
+    RoutingDecision,
+    RoutingPolicy,
+    RoutingRequest,
+    ShipTo,
+    haversine_km,
+    route,
+)
+
+SKUS = ("A", "B", "C")
+CODES = ("L0", "L1", "L2", "L3", "L4", "L5")
+# A coarse grid makes equal distances (ties) common, which is where ordering bugs hide.
+COORD = st.sampled_from([0.0, 0.01, 0.02, 0.05, -0.03])
+POINT = st.one_of(st.none(), st.tuples(COORD, COORD))
+MOSTLY_TRUE = st.sampled_from([True, True, True, False])
+
+PROPERTY = settings(max_examples=200, deadline=None)
+
+Scenario = tuple[RoutingRequest, list[Candidate], RoutingPolicy]
+
+
+@st.composite
+def candidates(draw: st.DrawFn) -> list[Candidate]:
+    codes = draw(st.lists(st.sampled_from(CODES), unique=True, max_size=len(CODES)))
+    result = []
+    for code in codes:
+        point = draw(POINT)
+        result.append(
+            Candidate(
+                code=code,
+                lat=None if point is None else point[0],
+                lon=None if point is None else point[1],
+                priority=draw(st.integers(0, 3)),
+                remaining_capacity=draw(st.one_of(st.none(), st.integers(-1, 2))),
+                # "Z" is never ordered: it must never be allocated.
+                stock=draw(
+                    st.dictionaries(st.sampled_from((*SKUS, "Z")), st.integers(-2, 6), max_size=4)
+                ),
+                active=draw(MOSTLY_TRUE),
+                ships=draw(MOSTLY_TRUE),
+                pickup=draw(st.booleans()),
+                serves_channel=draw(MOSTLY_TRUE),
+            )
+        )
+    return result
+
+
+@st.composite
+def requests(draw: st.DrawFn, pickup: bool | None = None) -> RoutingRequest:
+    skus = draw(st.lists(st.sampled_from(SKUS), unique=True, min_size=1))
+    lines = tuple(Line(sku, draw(st.integers(1, 6))) for sku in skus)
+    is_pickup = draw(st.booleans()) if pickup is None else pickup
+    delivery: ShipTo | PickupAt
+    if is_pickup:
+        delivery = PickupAt(draw(st.sampled_from((*CODES, "NOWHERE"))))
+    else:
+        point = draw(POINT)
+        delivery = ShipTo(None, None) if point is None else ShipTo(*point)
+    return RoutingRequest(
+        lines, delivery, allow_split=draw(st.booleans()), allow_partial=draw(st.booleans())
+    )
+
+
+@st.composite
+def policies(draw: st.DrawFn) -> RoutingPolicy:
+    order = draw(st.permutations(DEFAULT_CRITERIA))
+    return RoutingPolicy(
+        criteria=tuple(order[: draw(st.integers(0, len(order)))]),
+        max_shipments=draw(st.integers(1, 3)),
+        pickup_shortfall=draw(st.sampled_from(("transfer", "refuse"))),
+        max_alternatives=draw(st.integers(0, 3)),
+    )
+
+
+def scenarios(pickup: bool | None = None) -> st.SearchStrategy[Scenario]:
+    return st.tuples(requests(pickup), candidates(), policies())
+
+
+def has(candidate: Candidate, sku: str) -> int:
+    return max(candidate.stock.get(sku, 0), 0)
+
+
+def ship_eligible(c: Candidate) -> bool:
+    capacity_ok = c.remaining_capacity is None or c.remaining_capacity > 0
+    return c.active and c.serves_channel and c.ships and capacity_ok
+
+
+def reserved_units(decision: RoutingDecision) -> Counter[str]:
+    """Units reserved anywhere, per sku; collect_lines is a summary, not a reservation."""
+    total: Counter[str] = Counter()
+    for allocation in decision.allocations:
+        for line in allocation.lines:
+            total[line.sku] += line.qty
+    return total
+
+
+@PROPERTY
+@given(scenarios())
+def test_never_allocates_more_than_a_location_has_nor_an_unordered_sku(scenario: Scenario) -> None:
+    request, cands, policy = scenario
+    decision = route(request, cands, policy)
+    by_code = {c.code: c for c in cands}
+    ordered = {line.sku for line in request.lines}
+    locations = [a.location for a in decision.allocations]
+    assert len(locations) == len(set(locations)), "one allocation per location"
+    for allocation in decision.allocations:
+        candidate = by_code[allocation.location]
+        skus = [line.sku for line in allocation.lines]
+        assert len(skus) == len(set(skus))
+        for line in allocation.lines:
+            assert line.sku in ordered
+            assert 1 <= line.qty <= has(candidate, line.sku)
+    for line in decision.backordered:
+        assert line.qty >= 1
+        assert line.sku in ordered
+
+
+@PROPERTY
+@given(scenarios())
+def test_allocated_plus_backordered_equals_ordered_unless_refused(scenario: Scenario) -> None:
+    request, cands, policy = scenario
+    decision = route(request, cands, policy)
+    ordered = Counter({line.sku: line.qty for line in request.lines})
+    if decision.status == "refused":
+        assert decision.reason in ("insufficient_stock", "pickup_location_unavailable")
+        assert decision.allocations == ()
+        assert decision.backordered == ()
+        return
+    assert decision.reason is None
+    assert decision.allocations, "an accepted order allocates something"
+    backordered = Counter({line.sku: line.qty for line in decision.backordered})
+    assert reserved_units(decision) + backordered == ordered
+    assert (decision.status == "allocated") == (not decision.backordered)
+
+
+@PROPERTY
+@given(scenarios(pickup=False))
+def test_a_single_eligible_location_covering_the_order_gets_all_of_it(scenario: Scenario) -> None:
+    request, cands, policy = scenario
+    decision = route(request, cands, policy)
+    covering = {
+        c.code
+        for c in cands
+        if ship_eligible(c) and all(has(c, ln.sku) >= ln.qty for ln in request.lines)
+    }
+    if not covering:
+        # A complete single allocation would prove some eligible location covers the order.
+        assert not (decision.status == "allocated" and len(decision.allocations) == 1)
+        return
+    assert decision.status == "allocated"
+    (allocation,) = decision.allocations
+    assert allocation.type == "ship"
+    assert allocation.location in covering
+    assert allocation.lines == request.lines
+
+
+@PROPERTY
+@given(scenarios())
+def test_excluded_candidates_never_receive_an_allocation(scenario: Scenario) -> None:
+    request, cands, policy = scenario
+    decision = route(request, cands, policy)
+    by_code = {c.code: c for c in cands}
+    notes = {n.location: n for n in decision.explanation}
+    for allocation in decision.allocations:
+        candidate = by_code[allocation.location]
+        assert notes[allocation.location].outcome == "chosen"
+        assert candidate.active
+        assert candidate.serves_channel
+        if allocation.type == "ship":
+            assert isinstance(request.delivery, ShipTo)
+            assert ship_eligible(candidate)
+        elif allocation.type == "pickup":
+            assert isinstance(request.delivery, PickupAt)
+            assert allocation.location == request.delivery.location
+            assert candidate.pickup
+        else:
+            assert isinstance(request.delivery, PickupAt)
+            assert allocation.to_location == request.delivery.location
+            assert allocation.location != request.delivery.location
+    for note in decision.explanation:
+        if note.outcome == "excluded":
+            assert note.location not in {a.location for a in decision.allocations}
+
+
+@PROPERTY
+@given(scenarios(), st.data())
+def test_decision_is_deterministic_and_ignores_candidate_order(
+    scenario: Scenario, data: st.DataObject
+) -> None:
+    request, cands, policy = scenario
+    decision = route(request, cands, policy)
+    assert route(request, cands, policy) == decision
+    shuffled = data.draw(st.permutations(cands))
+    assert route(request, shuffled, policy) == decision
+
+
+@PROPERTY
+@given(scenarios())
+def test_shipments_and_transfer_sources_are_bounded(scenario: Scenario) -> None:
+    request, cands, policy = scenario
+    decision = route(request, cands, policy)
+    types = Counter(a.type for a in decision.allocations)
+    assert types["ship"] <= policy.max_shipments
+    assert types["transfer"] <= policy.max_shipments
+    assert types["pickup"] <= 1
+    if isinstance(request.delivery, ShipTo):
+        assert set(types) <= {"ship"}
+        if not request.allow_split:
+            assert types["ship"] <= 1
+    else:
+        assert set(types) <= {"pickup", "transfer"}
+        if types["transfer"]:
+            assert types["pickup"] == 1
+        if policy.pickup_shortfall == "refuse":
+            assert types["transfer"] == 0
+
+
+@PROPERTY
+@given(scenarios(pickup=True))
+def test_pickup_collects_exactly_what_the_store_and_transfers_reserve(scenario: Scenario) -> None:
+    request, cands, policy = scenario
+    decision = route(request, cands, policy)
+    pickups = [a for a in decision.allocations if a.type == "pickup"]
+    if decision.status == "refused":
+        assert pickups == []
+        return
+    (pickup,) = pickups
+    collected = Counter({line.sku: line.qty for line in pickup.collect_lines})
+    assert collected == reserved_units(decision)
+    assert all(line.qty >= 1 for line in pickup.collect_lines)
+
+
+@PROPERTY
+@given(scenarios(pickup=True))
+def test_alternatives_are_pickup_stores_that_could_serve_everything(scenario: Scenario) -> None:
+    request, cands, policy = scenario
+    decision = route(request, cands, policy)
+    assert isinstance(request.delivery, PickupAt)
+    by_code = {c.code: c for c in cands}
+    assert len(decision.alternatives) <= policy.max_alternatives
+    if decision.status == "allocated":
+        assert decision.alternatives == ()
+    for alternative in decision.alternatives:
+        store = by_code[alternative.location]
+        assert store.code != request.delivery.location
+        assert store.active
+        assert store.pickup
+        assert store.serves_channel
+        assert all(has(store, line.sku) >= line.qty for line in request.lines)
+    distances = [a.distance_km for a in decision.alternatives]
+    known = [d for d in distances if d is not None]
+    assert known == sorted(known)
+    assert distances[: len(known)] == known, "unknown distances come last"
+
+
+@PROPERTY
+@given(scenarios())
+def test_every_candidate_gets_exactly_one_note(scenario: Scenario) -> None:
+    request, cands, policy = scenario
+    decision = route(request, cands, policy)
+    assert sorted(n.location for n in decision.explanation) == sorted(c.code for c in cands)
+    assert all(n.reason for n in decision.explanation)
+    chosen = {n.location for n in decision.explanation if n.outcome == "chosen"}
+    assert chosen == {a.location for a in decision.allocations}
+
+
+@PROPERTY
+@given(scenarios(pickup=False))
+def test_partial_ship_order_is_refused_only_when_no_eligible_stock_exists(
+    scenario: Scenario,
+) -> None:
+    request, cands, policy = scenario
+    decision = route(request, cands, policy)
+    any_useful = any(
+        ship_eligible(c) and any(has(c, line.sku) > 0 for line in request.lines) for c in cands
+    )
+    if request.allow_partial:
+        assert (decision.status == "refused") == (not any_useful)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.floats(-90, 90), st.floats(-180, 180), st.floats(-90, 90), st.floats(-180, 180))
+def test_haversine_is_a_symmetric_bounded_distance(
+    lat1: float, lon1: float, lat2: float, lon2: float
+) -> None:
+    d = haversine_km(lat1, lon1, lat2, lon2)
+    assert 0.0 <= d <= 20_016.0  # half the Earth's circumference
+    assert abs(d - haversine_km(lat2, lon2, lat1, lon1)) < 1e-6
