@@ -3,15 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
-from flask import request
+from flask.json.provider import DefaultJSONProvider
 from flask_openapi3 import Info, OpenAPI
 
 from app.db import make_engine, make_session_factory
 from app.settings import ensure_secret_key, load_config
 
 __version__ = "0.1.0"
+
+
+class IsoJSONProvider(DefaultJSONProvider):
+    """Timestamps as ISO 8601 (Flask's default is RFC 822); keys in the order written."""
+
+    sort_keys = False
+
+    @staticmethod
+    def default(o: Any) -> Any:
+        if isinstance(o, datetime):
+            return o.isoformat()
+        return DefaultJSONProvider.default(o)
 
 
 def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
@@ -33,7 +46,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
         instance_path=str(config["INSTANCE_PATH"]),
     )
     app.config.update(config)
-    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.json = IsoJSONProvider(app)
     engine = make_engine(config)
     app.extensions["engine"] = engine
     app.extensions["session_factory"] = make_session_factory(engine)
@@ -45,16 +58,5 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     app.register_api(api_catalog.bp)
     app.register_api(api_stock.bp)
     cli.init_app(app)
-
-    @app.get("/")
-    def index() -> Any:
-        """Where to look."""
-        return {
-            "service": "omnistock",
-            "version": __version__,
-            "api": request.host_url + "api/v1",
-            "openapi": request.host_url + "api/openapi.json",
-            "docs": request.host_url + "api/swagger",
-        }
 
     return app

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 from flask import Flask, current_app
+from flask.cli import AppGroup
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import read_only, unit_of_work
@@ -31,9 +32,7 @@ def alembic_config(database_url: str):  # type: ignore[no-untyped-def]
     return cfg
 
 
-@click.group("db")
-def db_group() -> None:
-    """Database schema migrations."""
+db_group = AppGroup("db", help="Database schema migrations.")
 
 
 @db_group.command("upgrade")
@@ -57,9 +56,7 @@ def db_check() -> None:
     command.check(alembic_config(current_app.config["DATABASE_URL"]))
 
 
-@click.group("keys")
-def keys_group() -> None:
-    """API keys."""
+keys_group = AppGroup("keys", help="API keys.")
 
 
 @keys_group.command("create")
@@ -102,9 +99,7 @@ def keys_revoke(key_id: int) -> None:
     click.echo(f"revoked key {key_id}")
 
 
-@click.group("ledger")
-def ledger_group() -> None:
-    """Check and repair the stock-level projection."""
+ledger_group = AppGroup("ledger", help="Check and repair the stock-level projection.")
 
 
 def _print_mismatches(mismatches: list[ledger_service.Mismatch]) -> None:
@@ -138,9 +133,7 @@ def ledger_rebuild() -> None:
     click.echo(f"rebuilt {len(repaired)} stock level(s)")
 
 
-@click.group("demo")
-def demo_group() -> None:
-    """Demo data."""
+demo_group = AppGroup("demo", help="Demo data.")
 
 
 @demo_group.command("seed")
@@ -169,6 +162,21 @@ def demo_seed(skus: int, keys_file: str | None) -> None:
             fh.write("\n".join(lines) + "\n")
 
 
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True)
+@click.option("--threads", default=8, show_default=True)
+@click.option("--with-scheduler/--without-scheduler", default=True, show_default=True,
+              help="Run the scheduled jobs inside this process (the embedded setup)")  # fmt: skip
+def serve_command(host: str, port: int, threads: int, with_scheduler: bool) -> None:
+    """Serve API and pages with gunicorn in one process (the embedded default)."""
+    from app.server import serve
+
+    current_app.config["EMBEDDED_SCHEDULER"] = with_scheduler
+    serve(current_app._get_current_object(), host, port, threads)  # type: ignore[attr-defined]
+
+
 def init_app(app: Flask) -> None:
     for group in (db_group, keys_group, ledger_group, demo_group):
         app.cli.add_command(group)
+    app.cli.add_command(serve_command)

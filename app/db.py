@@ -129,12 +129,11 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
 
 @contextmanager
 def read_only(factory: sessionmaker[Session]) -> Iterator[Session]:
-    """A read transaction: never commits, always rolls back and closes."""
+    """A read transaction: never commits; closing ends it and keeps loaded objects readable."""
     session = factory()
     try:
         yield session
     finally:
-        session.rollback()
         session.close()
 
 
@@ -143,7 +142,7 @@ def after_commit(session: Session, hook: Callable[[], None]) -> None:
     session.info.setdefault("after_commit", []).append(hook)
 
 
-class Retry(Exception):  # noqa: N818 - a signal, not an error
+class Retry(Exception):
     """Raised inside a transaction to ask for the whole unit of work to run again."""
 
 

@@ -75,7 +75,9 @@ def sku_catalog(count: int) -> list[dict[str, str]]:
                         code = f"{code}-{n}"
                     ean12 = f"50{n:010d}"
                     check = (10 - sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(ean12)) % 10) % 10
-                    rows.append({"code": code, "name": f"{name}, {colour}, {size}", "barcode": ean12 + str(check)})
+                    rows.append(
+                        {"code": code, "name": f"{name}, {colour}, {size}", "barcode": ean12 + str(check)}
+                    )
         if n > count * 4:
             break
     return rows[:count]
@@ -100,7 +102,8 @@ def seed(session: Session, *, sku_count: int = 240, rng_seed: int = 7) -> Seeded
     all_codes = [row[0] for row in LOCATIONS]
     for code, name, kind in CHANNELS:
         catalog.upsert_channel(
-            session, {"code": code, "name": name, "kind": kind, "locations": stores if kind == "store" else all_codes}
+            session,
+            {"code": code, "name": name, "kind": kind, "locations": stores if kind == "store" else all_codes},
         )
     skus, _ = catalog.upsert_skus(session, sku_catalog(sku_count))
     out.skus = len(skus)
@@ -117,8 +120,16 @@ def seed(session: Session, *, sku_count: int = 240, rng_seed: int = 7) -> Seeded
                 qty = 0 if rng.random() < 0.3 else int(min(40, rng.expovariate(0.4) * popularity))
             if qty > 0:
                 legs.append(
-                    Leg(Kind.RECEIPT, sku.id, loc_ids[code], qty, Deltas(on_hand=qty), source="demo",
-                        external_ref=f"seed:{sku.code}:{code}", occurred_at=received_at)  # fmt: skip
+                    Leg(
+                        Kind.RECEIPT,
+                        sku.id,
+                        loc_ids[code],
+                        qty,
+                        Deltas(on_hand=qty),
+                        source="demo",
+                        external_ref=f"seed:{sku.code}:{code}",
+                        occurred_at=received_at,
+                    )
                 )
     record(session, legs)
     out.movements = len(legs)

@@ -14,7 +14,15 @@ from app.domain.errors import DomainError
 log = logging.getLogger(__name__)
 
 PROBLEM_TYPE = "https://omnistock.dev/problems/"
-STATUS_BY_KIND = {"invalid": 422, "not_found": 404, "conflict": 409, "forbidden": 403, "unauthorized": 401}
+STATUS_BY_KIND = {
+    "bad_request": 400,
+    "unsupported_media": 415,
+    "invalid": 422,
+    "not_found": 404,
+    "conflict": 409,
+    "forbidden": 403,
+    "unauthorized": 401,
+}
 TITLES = {
     400: "Bad request",
     401: "Unauthorized",

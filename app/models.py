@@ -16,7 +16,6 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     false,
-
     true,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -83,9 +82,7 @@ class Channel(Base):
     code: Mapped[str] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     kind: Mapped[str] = mapped_column(String(16), server_default="online")
-    locations: Mapped[list[Location]] = relationship(
-        secondary="channel_locations", order_by="Location.code"
-    )
+    locations: Mapped[list[Location]] = relationship(secondary="channel_locations", order_by="Location.code")
 
 
 class ChannelLocation(Base):
@@ -93,12 +90,8 @@ class ChannelLocation(Base):
 
     __tablename__ = "channel_locations"
 
-    channel_id: Mapped[int] = mapped_column(
-        ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True
-    )
-    location_id: Mapped[int] = mapped_column(
-        ForeignKey("locations.id", ondelete="CASCADE"), primary_key=True
-    )
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), primary_key=True)
+    location_id: Mapped[int] = mapped_column(ForeignKey("locations.id", ondelete="CASCADE"), primary_key=True)
 
 
 class StockLevel(Base):
@@ -163,9 +156,7 @@ class ApiKey(Base):
     """An API key: only a SHA-256 of its secret is kept; staff keys are scoped to locations."""
 
     __tablename__ = "api_keys"
-    __table_args__ = (
-        CheckConstraint("role IN ('storefront', 'staff', 'ops')", name="role_known"),
-    )
+    __table_args__ = (CheckConstraint("role IN ('storefront', 'staff', 'ops')", name="role_known"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -174,9 +165,7 @@ class ApiKey(Base):
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    locations: Mapped[list[Location]] = relationship(
-        secondary="api_key_locations", order_by="Location.code"
-    )
+    locations: Mapped[list[Location]] = relationship(secondary="api_key_locations", order_by="Location.code")
 
 
 class ApiKeyLocation(Base):
@@ -184,12 +173,8 @@ class ApiKeyLocation(Base):
 
     __tablename__ = "api_key_locations"
 
-    api_key_id: Mapped[int] = mapped_column(
-        ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
-    )
-    location_id: Mapped[int] = mapped_column(
-        ForeignKey("locations.id", ondelete="CASCADE"), primary_key=True
-    )
+    api_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True)
+    location_id: Mapped[int] = mapped_column(ForeignKey("locations.id", ondelete="CASCADE"), primary_key=True)
 
 
 __all__ = [

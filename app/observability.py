@@ -8,7 +8,7 @@ import sys
 import time
 import uuid
 
-from flask import Flask, Response, g, request
+from flask import Blueprint, Flask, Response, g, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -19,9 +19,7 @@ from prometheus_client import (
 )
 from pythonjsonlogger.json import JsonFormatter
 
-HTTP_REQUESTS = Counter(
-    "omnistock_http_requests_total", "HTTP requests", ["method", "route", "status"]
-)
+HTTP_REQUESTS = Counter("omnistock_http_requests_total", "HTTP requests", ["method", "route", "status"])
 HTTP_LATENCY = Histogram(
     "omnistock_http_request_duration_seconds",
     "HTTP request latency",
@@ -93,7 +91,9 @@ def init_app(app: Flask) -> None:
             response.headers["X-Request-ID"] = g.request_id
         return response
 
-    @app.get("/metrics")
+    bp = Blueprint("metrics", __name__)
+
+    @bp.get("/metrics")
     def metrics() -> Response:
         """Prometheus metrics for this process, or all workers under gunicorn."""
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -103,3 +103,5 @@ def init_app(app: Flask) -> None:
         else:
             data = generate_latest()
         return Response(data, mimetype=CONTENT_TYPE_LATEST)
+
+    app.register_blueprint(bp)

@@ -179,9 +179,7 @@ class ChannelList(BaseModel):
 
 
 # ---------------------------------------------------------------- movements
-MovementKindIn = Literal[
-    "receipt", "sale", "adjustment", "count", "return", "transfer", "transfer_in"
-]
+MovementKindIn = Literal["receipt", "sale", "adjustment", "count", "return", "transfer", "transfer_in"]
 
 
 class MovementIn(Strict):

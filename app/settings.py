@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import importlib
 
 ENV_PREFIX = "OMNISTOCK_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

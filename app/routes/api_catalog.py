@@ -8,7 +8,16 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from app.db import read_only, unit_of_work
 from app.models import Channel, Location, Sku
-from app.routes.common import API_PREFIX, SECURITY, ApiResult, decode_cursor, encode_cursor, page_limit, roles, session_factory
+from app.routes.common import (
+    API_PREFIX,
+    SECURITY,
+    ApiResult,
+    decode_cursor,
+    encode_cursor,
+    page_limit,
+    roles,
+    session_factory,
+)
 from app.schemas import (
     ChannelIn,
     ChannelList,

@@ -10,9 +10,9 @@ from flask_openapi3 import APIBlueprint, Tag
 from app.db import read_only, transaction
 from app.domain.errors import InvalidInput
 from app.routes.common import (
-    ApiResult,
     API_PREFIX,
     SECURITY,
+    ApiResult,
     check_location_scope,
     decode_cursor,
     encode_cursor,

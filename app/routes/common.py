@@ -24,8 +24,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 # forward references that flask-openapi3 cannot resolve when it reads the view's hints.)
 ApiResult = dict[str, Any] | tuple[dict[str, Any], int]
 API_PREFIX = "/api/v1"
-SECURITY = [{"ApiKey": []}]
-SECURITY_SCHEMES = {
+SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}]
+SECURITY_SCHEMES: dict[str, Any] = {
     "ApiKey": {
         "type": "http",
         "scheme": "bearer",
@@ -37,6 +37,16 @@ SECURITY_SCHEMES = {
 class Unauthorized(DomainError):
     code = "unauthorized"
     kind = "unauthorized"
+
+
+class UnsupportedMedia(DomainError):
+    code = "unsupported_media_type"
+    kind = "unsupported_media"
+
+
+class BadJson(DomainError):
+    code = "invalid_json"
+    kind = "bad_request"
 
 
 def roles(*allowed: str) -> Callable[[F], F]:
@@ -113,6 +123,16 @@ def init_app(app: Flask) -> None:
         if not allowed or who.role not in allowed:
             raise Forbidden(f"role {who.role} may not call this", role=who.role)
         g.principal = who
+        if request.method in {"POST", "PUT", "PATCH"} and request.content_length:
+            _require_json_body()
+
+
+def _require_json_body() -> None:
+    # Say plainly what is wrong with a body that is not JSON, instead of a schema error.
+    if not request.is_json:
+        raise UnsupportedMedia("send the body as application/json")
+    if request.get_json(silent=True) is None:
+        raise BadJson("the body is not valid JSON")
 
 
 def check_location_scope(location_id: int, code: str) -> None:
@@ -133,8 +153,12 @@ def decode_cursor(cursor: str | None) -> Any:
         padded = cursor + "=" * (-len(cursor) % 4)
         return json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput("bad cursor", [{"field": "cursor", "message": "not a cursor this API gave"}]) from exc
+        raise InvalidInput(
+            "bad cursor", [{"field": "cursor", "message": "not a cursor this API gave"}]
+        ) from exc
 
 
 def page_limit(limit: int | None) -> int:
-    return min(limit or int(current_app.config["PAGE_SIZE_DEFAULT"]), int(current_app.config["PAGE_SIZE_MAX"]))
+    return min(
+        limit or int(current_app.config["PAGE_SIZE_DEFAULT"]), int(current_app.config["PAGE_SIZE_MAX"])
+    )

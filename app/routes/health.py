@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app
+from flask import Blueprint, current_app, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
 from app.db import read_only
 
 bp = Blueprint("health", __name__)
+
+
+@bp.get("/")
+def index() -> ResponseReturnValue:
+    """Where to look."""
+    base = request.host_url
+    return {
+        "service": "omnistock",
+        "api": base + "api/v1",
+        "openapi": base + "api/openapi.json",
+        "docs": base + "api/swagger",
+        "health": base + "healthz",
+        "metrics": base + "metrics",
+    }
 
 
 @bp.get("/healthz")

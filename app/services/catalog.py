@@ -54,7 +54,9 @@ def sku_ids(session: Session, codes: Iterable[str], field: str = "sku") -> dict[
 
 def _set_channels(session: Session, location: Location, channel_codes: Sequence[str]) -> None:
     channels = dict(
-        session.execute(select(Channel.code, Channel.id).where(Channel.code.in_(channel_codes))).tuples().all()
+        session.execute(select(Channel.code, Channel.id).where(Channel.code.in_(channel_codes)))
+        .tuples()
+        .all()
     )
     missing = sorted(set(channel_codes) - channels.keys())
     if missing:
@@ -88,9 +90,7 @@ def upsert_locations(session: Session, rows: Sequence[dict[str, Any]]) -> list[L
     """Create or update many locations by code, all or nothing."""
     existing = {
         loc.code: loc
-        for loc in session.scalars(
-            select(Location).where(Location.code.in_([r["code"] for r in rows]))
-        )
+        for loc in session.scalars(select(Location).where(Location.code.in_([r["code"] for r in rows])))
     }
     result = []
     for row in rows:
@@ -102,7 +102,9 @@ def upsert_locations(session: Session, rows: Sequence[dict[str, Any]]) -> list[L
 
 def _apply_location(session: Session, location: Location, data: dict[str, Any]) -> None:
     for field in LOCATION_FIELDS:
-        if field in data and (data[field] is not None or field in {"daily_capacity", "postcode", "lat", "lon"}):
+        if field in data and (
+            data[field] is not None or field in {"daily_capacity", "postcode", "lat", "lon"}
+        ):
             setattr(location, field, data[field])
     if location.id is None:
         session.add(location)
@@ -176,9 +178,9 @@ def _check_barcodes(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         if bc:
             seen[bc] = r["code"]
     if wanted:
-        taken = session.execute(
-            select(Sku.barcode, Sku.code).where(Sku.barcode.in_(list(wanted)))
-        ).tuples().all()
+        taken = (
+            session.execute(select(Sku.barcode, Sku.code).where(Sku.barcode.in_(list(wanted)))).tuples().all()
+        )
         for barcode, owner in taken:
             if owner != wanted[barcode]:
                 index = next(i for i, r in enumerate(rows) if r.get("barcode") == barcode)

@@ -65,7 +65,7 @@ def create_key(
 
 def authenticate(session: Session, plain: str) -> Principal | None:
     """The principal for a presented key, or None if unknown, malformed or revoked."""
-    parts = plain.split("_")
+    parts = plain.split("_", 2)
     if len(parts) != 3 or parts[0] != KEY_PREFIX:
         return None
     key = session.scalar(

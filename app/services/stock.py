@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, select, tuple_
+from sqlalchemy import and_, literal, select, tuple_
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, aliased
 
-from app.db import after_commit, utcnow
+from app.db import Retry, after_commit, utcnow
 from app.domain import ledger
 from app.domain.errors import (
     IdempotencyConflict,
@@ -22,9 +23,9 @@ from app.domain.errors import (
 from app.domain.geo import haversine_km
 from app.domain.ledger import Deltas, Kind
 from app.models import Channel, ChannelLocation, Location, Movement, Sku, StockLevel
-from app.services import catalog
-from app.services.ledger import Leg, ensure_levels, insert_movements, lock_levels, apply_deltas
 from app.observability import LEDGER_MOVEMENTS
+from app.services import catalog
+from app.services.ledger import Leg, apply_deltas, ensure_levels, insert_movements, lock_levels
 
 # The first leg's stored kind for each kind the API accepts; idempotent replays compare on it.
 FIRST_LEG_KIND = {
@@ -62,7 +63,9 @@ def _resolve(session: Session, movements: Sequence[dict[str, Any]]) -> tuple[dic
             if m.get(f) and m[f] not in locs:
                 errors.append({"field": f"movements[{i}].{f}", "message": f"unknown location {m[f]!r}"})
     if errors:
-        raise InvalidInput(f"{len(errors)} movement(s) name unknown SKUs or locations", errors, "unknown_reference")
+        raise InvalidInput(
+            f"{len(errors)} movement(s) name unknown SKUs or locations", errors, "unknown_reference"
+        )
     return skus, locs
 
 
@@ -118,9 +121,7 @@ def post_movements(
     def key(m: dict[str, Any], loc_field: str = "location") -> tuple[int, int]:
         return (skus[m["sku"]], locs[m[loc_field]])
 
-    keys = {key(m) for m in movements} | {
-        key(m, "to_location") for m in movements if m["kind"] == "transfer"
-    }
+    keys = {key(m) for m in movements} | {key(m, "to_location") for m in movements if m["kind"] == "transfer"}
     ensure_levels(session, keys)
     # Lock before the replay check: a concurrent copy of this batch then waits for our commit
     # and sees our rows as duplicates instead of racing us to the unique constraint.
@@ -160,23 +161,61 @@ def post_movements(
         match m["kind"]:
             case "receipt" | "sale":
                 kind = Kind(m["kind"])
-                new_legs.append(Leg(kind, *k, qty, ledger.deltas_for(kind, qty), reason=m.get("reason"), **common))
+                new_legs.append(
+                    Leg(kind, *k, qty, ledger.deltas_for(kind, qty), reason=m.get("reason"), **common)
+                )
             case "adjustment":
-                new_legs.append(Leg(Kind.ADJUSTMENT, *k, qty, ledger.deltas_for(Kind.ADJUSTMENT, qty), reason=m["reason"], **common))
+                new_legs.append(
+                    Leg(
+                        Kind.ADJUSTMENT,
+                        *k,
+                        qty,
+                        ledger.deltas_for(Kind.ADJUSTMENT, qty),
+                        reason=m["reason"],
+                        **common,
+                    )
+                )
             case "count":
                 # A count is absolute: its delta is against the level as locked now.
                 d = Deltas(on_hand=qty - level.on_hand)
-                new_legs.append(Leg(Kind.COUNT_ADJUSTMENT, *k, qty, d, reason=m.get("reason") or "count", **common))
+                new_legs.append(
+                    Leg(Kind.COUNT_ADJUSTMENT, *k, qty, d, reason=m.get("reason") or "count", **common)
+                )
             case "return":
                 resellable = m.get("resellable", True)
                 new_legs.append(
-                    Leg(Kind.RETURN, *k, qty, ledger.deltas_for(Kind.RETURN, qty, resellable=resellable),
-                        reason=m.get("reason") or ("resellable" if resellable else "not_resellable"), **common)
+                    Leg(
+                        Kind.RETURN,
+                        *k,
+                        qty,
+                        ledger.deltas_for(Kind.RETURN, qty, resellable=resellable),
+                        reason=m.get("reason") or ("resellable" if resellable else "not_resellable"),
+                        **common,
+                    )
                 )
             case "transfer":
                 to = key(m, "to_location")
-                new_legs.append(Leg(Kind.TRANSFER_OUT, *k, qty, ledger.deltas_for(Kind.TRANSFER_OUT, qty), reason=m.get("reason"), **common))
-                new_legs.append(Leg(Kind.TRANSFER_EXPECTED, *to, qty, ledger.deltas_for(Kind.TRANSFER_EXPECTED, qty), leg=1, reason=m.get("reason"), **common))
+                new_legs.append(
+                    Leg(
+                        Kind.TRANSFER_OUT,
+                        *k,
+                        qty,
+                        ledger.deltas_for(Kind.TRANSFER_OUT, qty),
+                        reason=m.get("reason"),
+                        **common,
+                    )
+                )
+                new_legs.append(
+                    Leg(
+                        Kind.TRANSFER_EXPECTED,
+                        *to,
+                        qty,
+                        ledger.deltas_for(Kind.TRANSFER_EXPECTED, qty),
+                        leg=1,
+                        reason=m.get("reason"),
+                        **common,
+                    )
+                )
             case "transfer_in":
                 if level.incoming < qty:
                     errors.append(
@@ -186,7 +225,16 @@ def post_movements(
                             f"{m['location']}; record a receipt for units not sent by transfer",
                         }
                     )
-                new_legs.append(Leg(Kind.TRANSFER_IN, *k, qty, ledger.deltas_for(Kind.TRANSFER_IN, qty), reason=m.get("reason"), **common))
+                new_legs.append(
+                    Leg(
+                        Kind.TRANSFER_IN,
+                        *k,
+                        qty,
+                        ledger.deltas_for(Kind.TRANSFER_IN, qty),
+                        reason=m.get("reason"),
+                        **common,
+                    )
+                )
         for leg in new_legs:
             lv = levels[leg.key]
             lv.on_hand += leg.deltas.on_hand
@@ -204,7 +252,12 @@ def post_movements(
     for leg in legs:
         totals[leg.key] = totals.get(leg.key, Deltas()) + leg.deltas
     apply_deltas(session, totals, now)
-    ids = insert_movements(session, legs, now)
+    try:
+        ids = insert_movements(session, legs, now)
+    except IntegrityError as exc:
+        # Another transaction recorded one of these outside facts after our replay check
+        # (a different batch naming the same external_ref): run again and it shows as replayed.
+        raise Retry("external_ref recorded concurrently") from exc
     by_index = {r["index"]: r for r in results}
     for owner, mid in zip(owners, ids, strict=True):
         by_index[owner]["movement_ids"].append(mid)
@@ -273,7 +326,7 @@ def list_levels(
     if short_only:
         stmt = stmt.where(StockLevel.reserved > StockLevel.on_hand)
     if after is not None:
-        stmt = stmt.where(tuple_(StockLevel.sku_id, StockLevel.location_id) > tuple_(*after))
+        stmt = stmt.where(tuple_(StockLevel.sku_id, StockLevel.location_id) > tuple_(literal(after[0]), literal(after[1])))
     rows = session.execute(stmt).all()
     page = rows[:limit]
     items = [_level_out(*r[2:]) for r in page]
@@ -281,13 +334,16 @@ def list_levels(
     return items, nxt
 
 
-def set_safety_stock(session: Session, *, sku: str, location: str, safety_stock: int | None) -> dict[str, Any]:
+def set_safety_stock(
+    session: Session, *, sku: str, location: str, safety_stock: int | None
+) -> dict[str, Any]:
     """Override (or clear) the units held back from online channels for one SKU at one location."""
     sku_row = catalog.get_sku(session, sku)
     loc = catalog.get_location(session, location)
     ensure_levels(session, [(sku_row.id, loc.id)])
     level = session.get(StockLevel, (sku_row.id, loc.id), with_for_update=True)
-    assert level is not None
+    if level is None:  # ensure_levels just made it; only a concurrent delete could lose it
+        raise RuntimeError("stock level vanished")
     level.safety_stock = safety_stock
     session.flush()
     return _level_out(sku, location, level.on_hand, level.reserved, level.incoming,
@@ -407,4 +463,3 @@ def history(
         )  # fmt: skip
     nxt = page[-1][0].id if len(rows) > limit else None
     return items, nxt
-

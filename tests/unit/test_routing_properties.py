@@ -25,7 +25,9 @@ CODES = ("L0", "L1", "L2", "L3", "L4", "L5")
 # A coarse grid makes equal distances (ties) common, which is where ordering bugs hide.
 COORD = st.sampled_from([0.0, 0.01, 0.02, 0.05, -0.03])
 POINT = st.one_of(st.none(), st.tuples(COORD, COORD))
-MOSTLY_TRUE = st.sampled_from([True, True, True, False])
+# Mostly small positive counts (so splits and transfers happen), sometimes none or negative.
+STOCK = st.one_of(st.integers(1, 5), st.integers(-2, 6))
+SCARCE_STOCK = st.integers(0, 3)
 
 PROPERTY = settings(max_examples=200, deadline=None)
 
@@ -33,44 +35,55 @@ Scenario = tuple[RoutingRequest, list[Candidate], RoutingPolicy]
 
 
 @st.composite
-def candidates(draw: st.DrawFn) -> list[Candidate]:
-    codes = draw(st.lists(st.sampled_from(CODES), unique=True, max_size=len(CODES)))
+def candidates(draw: st.DrawFn, scarce: bool) -> list[Candidate]:
+    size = st.lists(st.sampled_from(CODES), unique=True, min_size=3 if scarce else 1, max_size=6)
     result = []
-    for code in codes:
+    for code in draw(size):
         point = draw(POINT)
+        # Many locations are fully usable, so splits and transfers are common; the rest get
+        # arbitrary flags and capacity, so every exclusion rule is exercised too.
+        healthy = scarce or draw(st.booleans())
+        flag = st.just(True) if healthy else st.booleans()
+        capacity = st.integers(1, 3) if healthy else st.integers(-1, 3)
+        # "Z" is never ordered: it must never be allocated.
+        stock = st.dictionaries(
+            st.sampled_from((*SKUS, "Z")), SCARCE_STOCK if scarce else STOCK, min_size=2, max_size=4
+        )
         result.append(
             Candidate(
                 code=code,
                 lat=None if point is None else point[0],
                 lon=None if point is None else point[1],
                 priority=draw(st.integers(0, 3)),
-                remaining_capacity=draw(st.one_of(st.none(), st.integers(-1, 2))),
-                # "Z" is never ordered: it must never be allocated.
-                stock=draw(
-                    st.dictionaries(st.sampled_from((*SKUS, "Z")), st.integers(-2, 6), max_size=4)
-                ),
-                active=draw(MOSTLY_TRUE),
-                ships=draw(MOSTLY_TRUE),
-                pickup=draw(st.booleans()),
-                serves_channel=draw(MOSTLY_TRUE),
+                remaining_capacity=draw(st.one_of(st.none(), capacity)),
+                stock=draw(stock),
+                active=draw(flag),
+                ships=draw(flag),
+                pickup=draw(flag),
+                serves_channel=draw(flag),
             )
         )
     return result
 
 
 @st.composite
-def requests(draw: st.DrawFn, pickup: bool | None = None) -> RoutingRequest:
+def requests(draw: st.DrawFn, codes: list[str], pickup: bool | None, scarce: bool) -> RoutingRequest:
     skus = draw(st.lists(st.sampled_from(SKUS), unique=True, min_size=1))
-    lines = tuple(Line(sku, draw(st.integers(1, 6))) for sku in skus)
+    qty = st.integers(3, 6) if scarce else st.integers(1, 5)
+    lines = tuple(Line(sku, draw(qty)) for sku in skus)
     is_pickup = draw(st.booleans()) if pickup is None else pickup
     delivery: ShipTo | PickupAt
     if is_pickup:
-        delivery = PickupAt(draw(st.sampled_from((*CODES, "NOWHERE"))))
+        # Mostly a store that is among the candidates; sometimes one that is not.
+        delivery = PickupAt(draw(st.sampled_from([*codes, *codes, "NOWHERE"])))
     else:
         point = draw(POINT)
         delivery = ShipTo(None, None) if point is None else ShipTo(*point)
     return RoutingRequest(
-        lines, delivery, allow_split=draw(st.booleans()), allow_partial=draw(st.booleans())
+        lines,
+        delivery,
+        allow_split=scarce or draw(st.booleans()),
+        allow_partial=draw(st.booleans()),
     )
 
 
@@ -85,8 +98,16 @@ def policies(draw: st.DrawFn) -> RoutingPolicy:
     )
 
 
+@st.composite
+def _scenarios(draw: st.DrawFn, pickup: bool | None, scarce: bool) -> Scenario:
+    cands = draw(candidates(scarce))
+    request = draw(requests([c.code for c in cands], pickup, scarce))
+    return request, cands, draw(policies())
+
+
 def scenarios(pickup: bool | None = None) -> st.SearchStrategy[Scenario]:
-    return st.tuples(requests(pickup), candidates(), policies())
+    """Arbitrary orders, mixed with scarce ones that force splits, transfers and backorders."""
+    return st.one_of(_scenarios(pickup, scarce=False), _scenarios(pickup, scarce=True))
 
 
 def has(candidate: Candidate, sku: str) -> int:
@@ -152,9 +173,7 @@ def test_a_single_eligible_location_covering_the_order_gets_all_of_it(scenario: 
     request, cands, policy = scenario
     decision = route(request, cands, policy)
     covering = {
-        c.code
-        for c in cands
-        if ship_eligible(c) and all(has(c, ln.sku) >= ln.qty for ln in request.lines)
+        c.code for c in cands if ship_eligible(c) and all(has(c, ln.sku) >= ln.qty for ln in request.lines)
     }
     if not covering:
         # A complete single allocation would prove some eligible location covers the order.
@@ -284,9 +303,7 @@ def test_partial_ship_order_is_refused_only_when_no_eligible_stock_exists(
 ) -> None:
     request, cands, policy = scenario
     decision = route(request, cands, policy)
-    any_useful = any(
-        ship_eligible(c) and any(has(c, line.sku) > 0 for line in request.lines) for c in cands
-    )
+    any_useful = any(ship_eligible(c) and any(has(c, line.sku) > 0 for line in request.lines) for c in cands)
     if request.allow_partial:
         assert (decision.status == "refused") == (not any_useful)
 
