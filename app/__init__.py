@@ -30,7 +30,7 @@ class IsoJSONProvider(DefaultJSONProvider):
 def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     """Build the web app: config, one engine and session factory, routes, errors, CLI."""
     from app import cli, errors, observability
-    from app.routes import api_catalog, api_stock, common, health
+    from app.routes import api_catalog, api_orders, api_stock, api_webhooks, common, health
 
     config = load_config(overrides)
     ensure_secret_key(config)
@@ -57,6 +57,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     app.register_blueprint(health.bp)
     app.register_api(api_catalog.bp)
     app.register_api(api_stock.bp)
+    app.register_api(api_orders.bp)
+    app.register_api(api_webhooks.bp)
     cli.init_app(app)
 
     return app

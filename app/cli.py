@@ -162,6 +162,45 @@ def demo_seed(skus: int, keys_file: str | None) -> None:
             fh.write("\n".join(lines) + "\n")
 
 
+sync_group = AppGroup("sync", help="Scheduled jobs: list, run once, or run the scheduler.")
+
+
+@sync_group.command("list")
+def sync_list() -> None:
+    """List the scheduled jobs."""
+    from app.sync.scheduler import JOBS
+
+    for job in JOBS:
+        click.echo(f"{job.id}\tevery {job.seconds}s\t{job.description}")
+
+
+@sync_group.command("run-once")
+@click.argument("job_id")
+def sync_run_once(job_id: str) -> None:
+    """Run one job now (skipped if another process holds its lease); exit 1 if it failed."""
+    from app.sync.scheduler import job_by_id, run_job
+
+    try:
+        job = job_by_id(job_id)
+    except KeyError as exc:
+        raise click.ClickException(f"no job {job_id!r}; see `flask sync list`") from exc
+    result = run_job(current_app._get_current_object(), job)  # type: ignore[attr-defined]
+    if result is None:
+        click.echo(f"{job_id}: running elsewhere; skipped")
+        return
+    click.echo(f"{job_id}: {result['status']} {result['detail'] or result['error']}")
+    if result["status"] != "succeeded":
+        sys.exit(1)
+
+
+@sync_group.command("run-scheduler")
+def sync_run_scheduler() -> None:
+    """Run the scheduler in this process until interrupted (one per deployment is enough)."""
+    from app.sync.scheduler import run_forever
+
+    run_forever(current_app._get_current_object())  # type: ignore[attr-defined]
+
+
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True)
@@ -177,6 +216,6 @@ def serve_command(host: str, port: int, threads: int, with_scheduler: bool) -> N
 
 
 def init_app(app: Flask) -> None:
-    for group in (db_group, keys_group, ledger_group, demo_group):
+    for group in (db_group, keys_group, ledger_group, demo_group, sync_group):
         app.cli.add_command(group)
     app.cli.add_command(serve_command)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    JSON,
     CheckConstraint,
+    Date,
     Float,
     ForeignKey,
     Index,
@@ -177,13 +180,215 @@ class ApiKeyLocation(Base):
     location_id: Mapped[int] = mapped_column(ForeignKey("locations.id", ondelete="CASCADE"), primary_key=True)
 
 
-__all__ = [
-    "ApiKey",
-    "ApiKeyLocation",
-    "Channel",
-    "ChannelLocation",
-    "Location",
-    "Movement",
-    "Sku",
-    "StockLevel",
-]
+class Postcode(Base):
+    """Where a postcode (full or outward part) lies, so a delivery can be placed without coordinates."""
+
+    __tablename__ = "postcodes"
+
+    code: Mapped[str] = mapped_column(String(16), primary_key=True)
+    lat: Mapped[float] = mapped_column(Float)
+    lon: Mapped[float] = mapped_column(Float)
+
+
+class Order(Base):
+    """A customer order from one channel; idempotent by key and by the storefront's own id."""
+
+    __tablename__ = "orders"
+    __table_args__ = (
+        UniqueConstraint("idempotency_key"),
+        UniqueConstraint("channel_id", "external_id"),
+        CheckConstraint("delivery_type IN ('ship', 'pickup')", name="delivery_type_known"),
+        Index("ix_orders_customer_ref_id", "customer_ref", "id"),
+        Index("ix_orders_status_id", "status", "id"),
+        Index("ix_orders_created_at", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    external_id: Mapped[str | None] = mapped_column(String(100))
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str] = mapped_column(String(64))
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id"))
+    customer_ref: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(24))
+    delivery_type: Mapped[str] = mapped_column(String(16))
+    ship_lat: Mapped[float | None] = mapped_column(Float)
+    ship_lon: Mapped[float | None] = mapped_column(Float)
+    ship_postcode: Mapped[str | None] = mapped_column(String(16))
+    pickup_location_id: Mapped[int | None] = mapped_column(ForeignKey("locations.id"))
+    allow_split: Mapped[bool] = mapped_column(Boolean)
+    allow_partial: Mapped[bool] = mapped_column(Boolean)
+    routing: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class OrderLine(Base):
+    """One SKU of an order: ordered, back-ordered (no stock found) and cancelled units."""
+
+    __tablename__ = "order_lines"
+    __table_args__ = (
+        UniqueConstraint("order_id", "sku_id"),
+        CheckConstraint("qty > 0", name="qty_positive"),
+        CheckConstraint("backordered >= 0 AND cancelled >= 0 AND returned >= 0", name="counts_non_negative"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
+    line_no: Mapped[int] = mapped_column(Integer)
+    sku_id: Mapped[int] = mapped_column(ForeignKey("skus.id"))
+    qty: Mapped[int] = mapped_column(Integer)
+    backordered: Mapped[int] = mapped_column(Integer, server_default="0")
+    cancelled: Mapped[int] = mapped_column(Integer, server_default="0")
+    returned: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class Fulfilment(Base):
+    """What one location does for one order: ship it, hand it over, or send units to the pickup store."""
+
+    __tablename__ = "fulfilments"
+    __table_args__ = (
+        CheckConstraint("type IN ('ship', 'pickup', 'transfer')", name="type_known"),
+        Index("ix_fulfilments_order_id", "order_id"),
+        Index("ix_fulfilments_location_status", "location_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id", ondelete="CASCADE"))
+    location_id: Mapped[int] = mapped_column(ForeignKey("locations.id"))
+    type: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(24))
+    # transfer: the pickup store the units travel to, and the pickup fulfilment they feed.
+    to_location_id: Mapped[int | None] = mapped_column(ForeignKey("locations.id"))
+    feeds_fulfilment_id: Mapped[int | None] = mapped_column(BigId)
+    # Set when an outside fact left this location short of what it promised here.
+    at_risk: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    hold_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class FulfilmentLine(Base):
+    """Units of one SKU in a fulfilment: reserved here now, awaiting a transfer, done, or cancelled."""
+
+    __tablename__ = "fulfilment_lines"
+    __table_args__ = (
+        UniqueConstraint("fulfilment_id", "sku_id"),
+        CheckConstraint("qty > 0", name="qty_positive"),
+        CheckConstraint(
+            "reserved >= 0 AND awaiting >= 0 AND done >= 0 AND cancelled >= 0",
+            name="counts_non_negative",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    fulfilment_id: Mapped[int] = mapped_column(ForeignKey("fulfilments.id", ondelete="CASCADE"))
+    sku_id: Mapped[int] = mapped_column(ForeignKey("skus.id"))
+    qty: Mapped[int] = mapped_column(Integer)
+    reserved: Mapped[int] = mapped_column(Integer, server_default="0")
+    awaiting: Mapped[int] = mapped_column(Integer, server_default="0")
+    done: Mapped[int] = mapped_column(Integer, server_default="0")
+    cancelled: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class LocationDayUsage(Base):
+    """Shipments a location has taken on one local day, against its daily capacity."""
+
+    __tablename__ = "location_day_usage"
+
+    location_id: Mapped[int] = mapped_column(ForeignKey("locations.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    used: Mapped[int] = mapped_column(Integer, server_default="0")
+
+
+class OutboxEvent(Base):
+    """An event for other systems, written in the transaction that caused it; never edited."""
+
+    __tablename__ = "outbox_events"
+    __table_args__ = (Index("ix_outbox_events_type_id", "type", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    order_id: Mapped[int | None] = mapped_column(BigId)
+    fulfilment_id: Mapped[int | None] = mapped_column(BigId)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class WebhookSubscription(Base):
+    """An outside endpoint that receives events of the types it asked for, signed with its secret."""
+
+    __tablename__ = "webhook_subscriptions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    secret: Mapped[str] = mapped_column(String(200))
+    event_types: Mapped[list[str]] = mapped_column(JSON)
+    active: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    consecutive_failures: Mapped[int] = mapped_column(Integer, server_default="0")
+    disabled_reason: Mapped[str | None] = mapped_column(String(500))
+    # Events after this id are still to be fanned out to this subscription.
+    last_event_id: Mapped[int] = mapped_column(BigId, server_default="0")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event owed to one subscription, retried with backoff until delivered or given up."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "event_id"),
+        Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    subscription_id: Mapped[int] = mapped_column(
+        ForeignKey("webhook_subscriptions.id", ondelete="CASCADE")
+    )
+    event_id: Mapped[int] = mapped_column(ForeignKey("outbox_events.id"))
+    status: Mapped[str] = mapped_column(String(16))  # pending, delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, server_default="0")
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(String(1000))
+
+
+class WebhookAttempt(Base):
+    """One HTTP attempt at a delivery, as it went."""
+
+    __tablename__ = "webhook_attempts"
+    __table_args__ = (Index("ix_webhook_attempts_delivery_id", "delivery_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"))
+    attempted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(String(1000))
+    duration_ms: Mapped[int] = mapped_column(Integer)
+
+
+class JobLock(Base):
+    """A lease that lets one process at a time, on any machine, run a given job."""
+
+    __tablename__ = "job_locks"
+
+    job: Mapped[str] = mapped_column(String(64), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(200))
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class JobRun(Base):
+    """One run of a scheduled job: when, by whom, how it ended and what it did."""
+
+    __tablename__ = "job_runs"
+    __table_args__ = (Index("ix_job_runs_job_id", "job", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16))  # running, succeeded, failed, skipped
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(String(2000))

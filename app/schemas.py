@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -238,10 +238,21 @@ class MovementResult(BaseModel):
     movement_ids: list[int]
 
 
+class ShortageOut(BaseModel):
+    fulfilment_id: int
+    order_id: int
+    sku_id: int
+    qty: int
+    rerouted_to: str | None
+
+
 class MovementBatchOut(BaseModel):
     applied: int
     duplicates: int
     results: list[MovementResult]
+    shortages: list[ShortageOut] = Field(
+        default_factory=list, description="Open fulfilments this batch left short: re-routed or flagged at risk"
+    )
 
 
 class MovementOut(BaseModel):
@@ -364,3 +375,227 @@ class AvailabilityOut(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- orders
+class OrderLineIn(Strict):
+    sku: Code
+    qty: int = Field(ge=1, le=10_000)
+
+
+class ShipDelivery(Strict):
+    type: Literal["ship"]
+    lat: Latitude | None = None
+    lon: Longitude | None = None
+    postcode: str | None = Field(None, min_length=2, max_length=16)
+
+    @model_validator(mode="after")
+    def _placeable(self) -> ShipDelivery:
+        if (self.lat is None) != (self.lon is None):
+            raise ValueError("lat: lat and lon are given together")
+        if self.lat is None and not self.postcode:
+            raise ValueError("postcode: give coordinates or a postcode")
+        return self
+
+
+class PickupDelivery(Strict):
+    type: Literal["pickup"]
+    location: Code
+
+
+class OrderIn(Strict):
+    external_id: str | None = Field(None, min_length=1, max_length=100, description="The storefront's own order id")
+    channel: Code = "web"
+    customer_ref: str | None = Field(None, min_length=1, max_length=200)
+    lines: list[OrderLineIn] = Field(min_length=1, max_length=200)
+    delivery: ShipDelivery | PickupDelivery = Field(discriminator="type")
+    allow_split: bool = True
+    allow_partial: bool = False
+
+
+class IdempotencyHeader(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+    idempotency_key: str | None = Field(None, alias="Idempotency-Key", min_length=1, max_length=200)
+
+
+class LineQty(BaseModel):
+    sku: str
+    qty: int
+
+
+class RoutingNote(BaseModel):
+    location: str
+    outcome: str
+    reason: str
+    distance_km: float | None
+
+
+class RoutingAllocation(BaseModel):
+    location: str
+    type: str
+    to_location: str | None
+    lines: list[LineQty]
+    collect_lines: list[LineQty]
+
+
+class Alternative(BaseModel):
+    location: str
+    distance_km: float | None
+
+
+class RoutingOut(BaseModel):
+    status: str
+    reason: str | None
+    explanation: list[RoutingNote]
+    allocations: list[RoutingAllocation]
+    backordered: list[LineQty]
+    alternatives: list[Alternative]
+
+
+class FulfilmentLineOut(BaseModel):
+    sku: str
+    qty: int
+    reserved: int
+    awaiting: int
+    done: int
+    cancelled: int
+
+
+class FulfilmentOut(BaseModel):
+    id: int
+    location: str
+    type: Literal["ship", "pickup", "transfer"]
+    status: str
+    to_location: str | None
+    at_risk: bool
+    lines: list[FulfilmentLineOut]
+
+
+class OrderLineOut(BaseModel):
+    sku: str
+    qty: int
+    backordered: int
+    cancelled: int
+    returned: int
+
+
+class OrderOut(BaseModel):
+    id: int
+    external_id: str | None
+    status: str
+    channel: str | None
+    customer_ref: str | None
+    delivery: dict[str, Any]
+    lines: list[OrderLineOut]
+    fulfilments: list[FulfilmentOut]
+    routing: RoutingOut
+    created_at: datetime
+    updated_at: datetime
+
+
+class OrderPath(BaseModel):
+    id: int
+
+
+class OrderQuery(Strict):
+    status: str | None = None
+    location: str | None = None
+    channel: str | None = None
+    customer_ref: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    cursor: str | None = None
+    limit: int | None = Field(None, ge=1, le=1000)
+
+
+class OrderPage(BaseModel):
+    items: list[OrderOut]
+    next_cursor: str | None
+
+
+class CustomerPath(BaseModel):
+    customer_ref: str
+
+
+class CancelIn(Strict):
+    lines: list[OrderLineIn] | None = Field(None, description="Omit to cancel everything still open")
+
+
+class ReturnLineIn(Strict):
+    sku: Code
+    qty: int = Field(ge=1, le=10_000)
+    resellable: bool = True
+
+
+class ReturnIn(Strict):
+    location: Code
+    lines: list[ReturnLineIn] = Field(min_length=1, max_length=200)
+    external_ref: str | None = Field(None, min_length=1, max_length=150)
+
+
+class FulfilmentPath(BaseModel):
+    id: int
+
+
+# ---------------------------------------------------------------- webhooks
+class WebhookIn(Strict):
+    url: str = Field(pattern=r"^https?://", max_length=2000)
+    secret: str = Field(min_length=16, max_length=200)
+    event_types: list[str] = Field(min_length=1, description="Event types, or ['*'] for all")
+
+
+class WebhookUpdate(Strict):
+    url: str | None = Field(None, pattern=r"^https?://", max_length=2000)
+    event_types: list[str] | None = Field(None, min_length=1)
+    active: bool | None = None
+
+
+class WebhookOut(BaseModel):
+    id: int
+    url: str
+    event_types: list[str]
+    active: bool
+    consecutive_failures: int
+    disabled_reason: str | None
+
+
+class WebhookList(BaseModel):
+    items: list[WebhookOut]
+
+
+class WebhookPath(BaseModel):
+    id: int
+
+
+class DeliveryOut(BaseModel):
+    id: int
+    event_id: int
+    event_type: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    last_error: str | None
+
+
+class DeliveryList(BaseModel):
+    items: list[DeliveryOut]
+
+
+class EventOut(BaseModel):
+    id: int
+    type: str
+    order_id: int | None
+    fulfilment_id: int | None
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+class EventQuery(Strict):
+    after: int | None = Field(None, ge=0)
+    type: str | None = None
+    limit: int | None = Field(None, ge=1, le=1000)
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]

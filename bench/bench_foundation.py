@@ -174,10 +174,14 @@ class Server:
             "-k", "gthread",
             "--threads", str(GUNICORN_THREADS),
             "-b", f"127.0.0.1:{self.port}",
+            # gunicorn 27 otherwise claims the shared ~/.gunicorn/gunicorn.ctl control socket
+            "--no-control-socket",
             "app:create_app()",
         ]  # fmt: skip
         self._log_fh = self.log_path.open("wb")
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=app_env(), stdout=self._log_fh, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=app_env(), stdout=self._log_fh, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -269,6 +273,7 @@ class PhaseResult:
     error_samples: list[str] = field(default_factory=list)
     rows: int = 0
     rows_per_s: float = 0.0
+    locations_per_item: list[int] = field(default_factory=list)
 
 
 def drive(
@@ -294,7 +299,11 @@ def drive(
                     job = work.get_nowait()
                 except queue.Empty:
                     break
-                mine.append(do(http, job))
+                began = time.perf_counter()
+                try:
+                    mine.append(do(http, job))
+                except Exception as exc:  # a malformed response must not silently drop the job
+                    mine.append(Outcome(time.perf_counter() - began, False, f"{type(exc).__name__}: {exc}"))
         with lock:
             outcomes.extend(mine)
 
@@ -365,11 +374,18 @@ def availability_phase(
         except (ValueError, KeyError) as exc:
             return Outcome(latency, False, f"GET /api/v1/availability: bad body ({exc}): {result.text[:500]}")
         if len(items) != len(skus):
-            return Outcome(latency, False, f"GET /api/v1/availability: {len(items)} items for {len(skus)} SKUs")
-        return Outcome(latency, True)
+            return Outcome(
+                latency, False, f"GET /api/v1/availability: {len(items)} items for {len(skus)} SKUs"
+            )
+        counts = [len(item.get("locations", [])) for item in items]
+        return Outcome(latency, True, detail=(min(counts), max(counts)))
 
     outcomes, wall = drive(sku_lists, concurrency, lambda: session_for(key), do)
-    return summarise(name, concurrency, outcomes, wall)
+    phase = summarise(name, concurrency, outcomes, wall)
+    spans = [o.detail for o in outcomes if o.ok]
+    if spans:
+        phase.locations_per_item = [min(a for a, _ in spans), max(b for _, b in spans)]
+    return phase
 
 
 # ----------------------------------------------------------------------------- movements
@@ -479,33 +495,71 @@ def render(report: dict[str, Any]) -> str:
                 ["postgresql", m["postgresql"]],
                 ["gunicorn", f"{p['workers']} workers x {p['threads']} threads (gthread)"],
             ],
+            left=2,
         ),
         "",
         f"availability: {p['skus_per_request']} random SKUs/request, channel web, lat/lon set, "
         f"{p['warmup_requests']} warm-up requests",
         *fmt_table(
-            ["phase", "conc", "requests", "errors", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms"],
+            [
+                "phase",
+                "conc",
+                "requests",
+                "errors",
+                "locs/item",
+                "req/s",
+                "p50 ms",
+                "p90 ms",
+                "p99 ms",
+                "max ms",
+            ],
             [
                 [
-                    r["name"], str(r["concurrency"]), str(r["count"]), str(r["errors"]), f"{r['per_s']:.1f}",
-                    f"{r['p50_ms']:.1f}", f"{r['p90_ms']:.1f}", f"{r['p99_ms']:.1f}", f"{r['max_ms']:.1f}",
+                    r["name"],
+                    str(r["concurrency"]),
+                    str(r["count"]),
+                    str(r["errors"]),
+                    "-".join(str(n) for n in dict.fromkeys(r["locations_per_item"])) or "-",
+                    f"{r['per_s']:.1f}",
+                    f"{r['p50_ms']:.1f}",
+                    f"{r['p90_ms']:.1f}",
+                    f"{r['p99_ms']:.1f}",
+                    f"{r['max_ms']:.1f}",
                 ]
                 for r in report["availability"]
             ],
-        ),  # fmt: skip
+        ),
         "",
         f"movement batches: {p['batch_size']} receipts/batch, random SKU x location, unique external_refs",
         *fmt_table(
-            ["phase", "clients", "batches", "errors", "rows", "batches/s", "rows/s", "p50 ms", "p99 ms", "max ms"],
+            [
+                "phase",
+                "clients",
+                "batches",
+                "errors",
+                "rows",
+                "batches/s",
+                "rows/s",
+                "p50 ms",
+                "p99 ms",
+                "max ms",
+            ],
             [
                 [
-                    r["name"], str(r["concurrency"]), str(r["count"]), str(r["errors"]), str(r["rows"]),
-                    f"{r['per_s']:.2f}", f"{r['rows_per_s']:.0f}", f"{r['p50_ms']:.1f}", f"{r['p99_ms']:.1f}",
+                    r["name"],
+                    str(r["concurrency"]),
+                    str(r["count"]),
+                    str(r["errors"]),
+                    str(r["rows"]),
+                    f"{r['per_s']:.2f}",
+                    f"{r['rows_per_s']:.0f}",
+                    f"{r['p50_ms']:.1f}",
+                    f"{r['p99_ms']:.1f}",
                     f"{r['max_ms']:.1f}",
                 ]
                 for r in report["movements"]
             ],
-        ),  # fmt: skip
+        ),
         "",
     ]
     replay = report.get("replay")
@@ -606,7 +660,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return [rng.sample(skus, k) for _ in range(n)]
 
         log(f"availability warm-up: {WARMUP_REQUESTS} requests")
-        warm = availability_phase(server.base_url, keys["storefront"], sku_lists(WARMUP_REQUESTS), 1, "warmup")
+        warm = availability_phase(
+            server.base_url, keys["storefront"], sku_lists(WARMUP_REQUESTS), 1, "warmup"
+        )
         report["error_samples"].extend(warm.error_samples)
         if warm.errors:
             report["availability_warmup_errors"] = warm.errors
@@ -650,7 +706,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "output": (verify.stdout + verify.stderr).strip()[-4000:],
     }
     if verify.returncode != 0:
-        report["error_samples"].append(f"flask ledger verify exited {verify.returncode}:\n{verify.stdout}{verify.stderr}")
+        report["error_samples"].append(
+            f"flask ledger verify exited {verify.returncode}:\n{verify.stdout}{verify.stderr}"
+        )
 
     request_errors = sum(r["errors"] for r in report["availability"] + report["movements"])
     report["ok"] = (

@@ -18,6 +18,7 @@ class Kind(StrEnum):
     TRANSFER_OUT = "transfer_out"
     TRANSFER_EXPECTED = "transfer_expected"
     TRANSFER_IN = "transfer_in"
+    TRANSFER_CANCELLED = "transfer_cancelled"
     RESERVATION = "reservation"
     RELEASE = "release"
     FULFILMENT = "fulfilment"
@@ -63,6 +64,8 @@ def deltas_for(kind: Kind, qty: int, *, resellable: bool = True) -> Deltas:
             return Deltas(on_hand=qty if resellable else 0)
         case Kind.TRANSFER_EXPECTED:
             return Deltas(incoming=qty)
+        case Kind.TRANSFER_CANCELLED:
+            return Deltas(incoming=-qty)
         case Kind.RESERVATION:
             return Deltas(reserved=qty)
         case Kind.RELEASE:

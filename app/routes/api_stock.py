@@ -35,7 +35,7 @@ from app.schemas import (
     Problem,
     SafetyStockIn,
 )
-from app.services import catalog, stock
+from app.services import catalog, orders, stock
 
 bp = APIBlueprint(
     "api_stock", __name__, url_prefix=API_PREFIX, abp_tags=[Tag(name="stock")], abp_security=SECURITY
@@ -54,8 +54,16 @@ def post_movements(body: MovementBatch) -> ApiResult:
         )
     rows = [m.model_dump() for m in body.movements]
     key_id = principal().key_id
-    result = transaction(session_factory(), lambda s: stock.post_movements(s, rows, api_key_id=key_id))
-    out = {"applied": result.applied, "duplicates": result.duplicates, "results": result.results}
+    policy = orders.policy_from_config(current_app.config)  # type: ignore[arg-type]
+    result = transaction(
+        session_factory(), lambda s: stock.post_movements(s, rows, api_key_id=key_id, policy=policy)
+    )
+    out = {
+        "applied": result.applied,
+        "duplicates": result.duplicates,
+        "results": result.results,
+        "shortages": result.shortages,
+    }
     return out, 201 if result.applied else 200
 
 

@@ -24,7 +24,7 @@ from app.domain.geo import haversine_km
 from app.domain.ledger import Deltas, Kind
 from app.models import Channel, ChannelLocation, Location, Movement, Sku, StockLevel
 from app.observability import LEDGER_MOVEMENTS
-from app.services import catalog
+from app.services import catalog, events, orders
 from app.services.ledger import Leg, apply_deltas, ensure_levels, insert_movements, lock_levels
 
 # The first leg's stored kind for each kind the API accepts; idempotent replays compare on it.
@@ -44,6 +44,7 @@ class BatchResult:
     applied: int
     duplicates: int
     results: list[dict[str, Any]]
+    shortages: list[dict[str, Any]]
 
 
 def _resolve(session: Session, movements: Sequence[dict[str, Any]]) -> tuple[dict[str, int], dict[str, int]]:
@@ -112,6 +113,7 @@ def post_movements(
     *,
     api_key_id: int | None = None,
     now: datetime | None = None,
+    policy: orders.Policy | None = None,
 ) -> BatchResult:
     """Apply a batch of outside stock facts all-or-nothing; a replayed fact is not counted again."""
     now = now or utcnow()
@@ -258,6 +260,10 @@ def post_movements(
         # Another transaction recorded one of these outside facts after our replay check
         # (a different batch naming the same external_ref): run again and it shows as replayed.
         raise Retry("external_ref recorded concurrently") from exc
+    events.stock_transitions(session, totals, now)
+    # An outside fact may have taken units promised to open fulfilments: move or flag them.
+    dropped = [k for k, d in totals.items() if d.on_hand < 0 or d.reserved > 0]
+    shortages = orders.handle_shortages(session, dropped, policy or orders.Policy(), now) if dropped else []
     by_index = {r["index"]: r for r in results}
     for owner, mid in zip(owners, ids, strict=True):
         by_index[owner]["movement_ids"].append(mid)
@@ -267,7 +273,7 @@ def post_movements(
         kinds[str(leg.kind)] = kinds.get(str(leg.kind), 0) + 1
     after_commit(session, lambda: count_movements(kinds))
     applied = sum(1 for r in results if r["status"] == "applied")
-    return BatchResult(applied=applied, duplicates=len(results) - applied, results=results)
+    return BatchResult(applied=applied, duplicates=len(results) - applied, results=results, shortages=shortages)
 
 
 def count_movements(kinds: dict[str, int]) -> None:

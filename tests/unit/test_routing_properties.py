@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,6 +30,10 @@ POINT = st.one_of(st.none(), st.tuples(COORD, COORD))
 # Mostly small positive counts (so splits and transfers happen), sometimes none or negative.
 STOCK = st.one_of(st.integers(1, 5), st.integers(-2, 6))
 SCARCE_STOCK = st.integers(0, 3)
+POSITIVE_CAPACITY = st.integers(1, 3)
+FLAW = st.sampled_from(
+    [None, None, None, "inactive", "other_channel", "no_ship", "no_pickup", "capacity"]
+)
 
 PROPERTY = settings(max_examples=200, deadline=None)
 
@@ -40,11 +46,12 @@ def candidates(draw: st.DrawFn, scarce: bool) -> list[Candidate]:
     result = []
     for code in draw(size):
         point = draw(POINT)
-        # Many locations are fully usable, so splits and transfers are common; the rest get
-        # arbitrary flags and capacity, so every exclusion rule is exercised too.
-        healthy = scarce or draw(st.booleans())
-        flag = st.just(True) if healthy else st.booleans()
-        capacity = st.integers(1, 3) if healthy else st.integers(-1, 3)
+        # Most locations are fully usable, so splits and transfers are common; the rest have
+        # exactly one flaw, so each exclusion rule decides on its own and is exercised.
+        flaw = draw(FLAW)
+        capacity = (
+            st.integers(-1, 0) if flaw == "capacity" else st.one_of(st.none(), POSITIVE_CAPACITY)
+        )
         # "Z" is never ordered: it must never be allocated.
         stock = st.dictionaries(
             st.sampled_from((*SKUS, "Z")), SCARCE_STOCK if scarce else STOCK, min_size=2, max_size=4
@@ -55,19 +62,21 @@ def candidates(draw: st.DrawFn, scarce: bool) -> list[Candidate]:
                 lat=None if point is None else point[0],
                 lon=None if point is None else point[1],
                 priority=draw(st.integers(0, 3)),
-                remaining_capacity=draw(st.one_of(st.none(), capacity)),
+                remaining_capacity=draw(capacity),
                 stock=draw(stock),
-                active=draw(flag),
-                ships=draw(flag),
-                pickup=draw(flag),
-                serves_channel=draw(flag),
+                active=flaw != "inactive",
+                ships=flaw != "no_ship",
+                pickup=flaw != "no_pickup",
+                serves_channel=flaw != "other_channel",
             )
         )
     return result
 
 
 @st.composite
-def requests(draw: st.DrawFn, codes: list[str], pickup: bool | None, scarce: bool) -> RoutingRequest:
+def requests(
+    draw: st.DrawFn, codes: list[str], pickup: bool | None, scarce: bool
+) -> RoutingRequest:
     skus = draw(st.lists(st.sampled_from(SKUS), unique=True, min_size=1))
     qty = st.integers(3, 6) if scarce else st.integers(1, 5)
     lines = tuple(Line(sku, draw(qty)) for sku in skus)
@@ -173,7 +182,9 @@ def test_a_single_eligible_location_covering_the_order_gets_all_of_it(scenario: 
     request, cands, policy = scenario
     decision = route(request, cands, policy)
     covering = {
-        c.code for c in cands if ship_eligible(c) and all(has(c, ln.sku) >= ln.qty for ln in request.lines)
+        c.code
+        for c in cands
+        if ship_eligible(c) and all(has(c, ln.sku) >= ln.qty for ln in request.lines)
     }
     if not covering:
         # A complete single allocation would prove some eligible location covers the order.
@@ -186,10 +197,11 @@ def test_a_single_eligible_location_covering_the_order_gets_all_of_it(scenario: 
     assert allocation.lines == request.lines
 
 
+@pytest.mark.parametrize("pickup", [False, True], ids=["ship", "pickup"])
 @PROPERTY
-@given(scenarios())
-def test_excluded_candidates_never_receive_an_allocation(scenario: Scenario) -> None:
-    request, cands, policy = scenario
+@given(data=st.data())
+def test_excluded_candidates_never_receive_an_allocation(pickup: bool, data: st.DataObject) -> None:
+    request, cands, policy = data.draw(scenarios(pickup))
     decision = route(request, cands, policy)
     by_code = {c.code: c for c in cands}
     notes = {n.location: n for n in decision.explanation}
@@ -262,27 +274,65 @@ def test_pickup_collects_exactly_what_the_store_and_transfers_reserve(scenario: 
     assert all(line.qty >= 1 for line in pickup.collect_lines)
 
 
+@st.composite
+def short_pickup_scenarios(draw: st.DrawFn) -> Scenario:
+    """Pickup at a placed store with an empty shelf, among well-stocked stores at many distances."""
+    _, cands, policy = draw(_scenarios(pickup=True, scarce=False))
+    home = draw(st.sampled_from(cands)).code
+    cands = [
+        replace(c, lat=0.0, lon=0.0, stock={}, active=True, pickup=True, serves_channel=True)
+        if c.code == home
+        else replace(
+            c,
+            lat=draw(COORD),
+            lon=draw(COORD),
+            stock={sku: draw(st.integers(0, 4)) for sku in SKUS},
+        )
+        for c in cands
+    ]
+    skus = draw(st.lists(st.sampled_from(SKUS), unique=True, min_size=1))
+    lines = tuple(Line(sku, draw(st.integers(1, 3))) for sku in skus)
+    request = RoutingRequest(lines, PickupAt(home), allow_partial=draw(st.booleans()))
+    # Refusing transfers is the path where alternatives matter most: S alone never suffices.
+    policy = replace(policy, pickup_shortfall="refuse", max_alternatives=draw(st.integers(1, 3)))
+    return request, cands, policy
+
+
+def distance_key(distance: float | None) -> tuple[bool, float]:
+    return (distance is None, distance or 0.0)
+
+
 @PROPERTY
-@given(scenarios(pickup=True))
-def test_alternatives_are_pickup_stores_that_could_serve_everything(scenario: Scenario) -> None:
+@given(st.one_of(scenarios(pickup=True), short_pickup_scenarios()))
+def test_alternatives_are_the_nearest_stores_that_could_serve_everything(
+    scenario: Scenario,
+) -> None:
     request, cands, policy = scenario
     decision = route(request, cands, policy)
     assert isinstance(request.delivery, PickupAt)
-    by_code = {c.code: c for c in cands}
-    assert len(decision.alternatives) <= policy.max_alternatives
+    home = request.delivery.location
+    able = {
+        c.code: c
+        for c in cands
+        if c.code != home
+        and c.active
+        and c.pickup
+        and c.serves_channel
+        and all(has(c, line.sku) >= line.qty for line in request.lines)
+    }
+    offered = [a.location for a in decision.alternatives]
+    assert set(offered) <= set(able)
     if decision.status == "allocated":
-        assert decision.alternatives == ()
-    for alternative in decision.alternatives:
-        store = by_code[alternative.location]
-        assert store.code != request.delivery.location
-        assert store.active
-        assert store.pickup
-        assert store.serves_channel
-        assert all(has(store, line.sku) >= line.qty for line in request.lines)
-    distances = [a.distance_km for a in decision.alternatives]
-    known = [d for d in distances if d is not None]
-    assert known == sorted(known)
-    assert distances[: len(known)] == known, "unknown distances come last"
+        assert offered == []
+        return
+    assert len(offered) == min(policy.max_alternatives, len(able))
+    keys = [distance_key(a.distance_km) for a in decision.alternatives]
+    assert keys == sorted(keys), "nearest to the pickup store first, unknown distances last"
+    if offered:
+        worst = keys[-1]
+        for code in set(able) - set(offered):
+            note = next(n for n in decision.explanation if n.location == code)
+            assert distance_key(note.distance_km) >= worst, "a nearer able store was left out"
 
 
 @PROPERTY
@@ -303,7 +353,9 @@ def test_partial_ship_order_is_refused_only_when_no_eligible_stock_exists(
 ) -> None:
     request, cands, policy = scenario
     decision = route(request, cands, policy)
-    any_useful = any(ship_eligible(c) and any(has(c, line.sku) > 0 for line in request.lines) for c in cands)
+    any_useful = any(
+        ship_eligible(c) and any(has(c, line.sku) > 0 for line in request.lines) for c in cands
+    )
     if request.allow_partial:
         assert (decision.status == "refused") == (not any_useful)
 

@@ -1,0 +1,193 @@
+"""Orders API: place (idempotent), quote, read, cancel, return; fulfilment life cycle."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from flask_openapi3 import APIBlueprint, Tag
+
+from app.db import read_only, transaction
+from app.domain.fulfilment import Status
+from app.routes.common import (
+    API_PREFIX,
+    SECURITY,
+    ApiResult,
+    decode_cursor,
+    encode_cursor,
+    page_limit,
+    principal,
+    roles,
+    session_factory,
+)
+from app.schemas import (
+    CancelIn,
+    CustomerPath,
+    FulfilmentOut,
+    FulfilmentPath,
+    IdempotencyHeader,
+    OrderIn,
+    OrderOut,
+    OrderPage,
+    OrderPath,
+    OrderQuery,
+    Problem,
+    ReturnIn,
+    RoutingOut,
+)
+from app.services import orders
+
+bp = APIBlueprint(
+    "api_orders", __name__, url_prefix=API_PREFIX, abp_tags=[Tag(name="orders")], abp_security=SECURITY
+)
+ERRORS: dict[int | str, Any] = {401: Problem, 403: Problem, 404: Problem, 409: Problem, 422: Problem}
+
+
+def _command(body: OrderIn, key: str | None) -> orders.PlaceOrder:
+    d = body.delivery
+    delivery = (
+        orders.Delivery("pickup", location=d.location)
+        if d.type == "pickup"
+        else orders.Delivery("ship", lat=d.lat, lon=d.lon, postcode=d.postcode)
+    )
+    return orders.PlaceOrder(
+        channel=body.channel,
+        lines=tuple((ln.sku, ln.qty) for ln in body.lines),
+        delivery=delivery,
+        external_id=body.external_id,
+        customer_ref=body.customer_ref,
+        allow_split=body.allow_split,
+        allow_partial=body.allow_partial,
+        idempotency_key=key,
+    )
+
+
+def _policy() -> orders.Policy:
+    return orders.policy_from_config(current_app.config)  # type: ignore[arg-type]
+
+
+@bp.post("/orders", responses={201: OrderOut, 200: OrderOut, **ERRORS})
+@roles("storefront", "ops")
+def place_order(body: OrderIn, header: IdempotencyHeader) -> ApiResult:
+    """Route and reserve an order; the same Idempotency-Key or external_id returns the same order.
+
+    201 for a new order, 200 for a replay. 409 insufficient_stock lists alternatives and the
+    routing explanation; 409 idempotency_conflict when the key came with a different body.
+    """
+    cmd = _command(body, header.idempotency_key)
+    policy = _policy()
+    attempts = int(current_app.config["ROUTING_MAX_ATTEMPTS"]) + 1
+    placed = transaction(session_factory(), lambda s: orders.place_order(s, cmd, policy), attempts=attempts)
+    return placed.order, 200 if placed.replayed else 201
+
+
+@bp.post("/routing/quote", responses={200: RoutingOut, **ERRORS})
+@roles("storefront", "ops")
+def quote(body: OrderIn) -> ApiResult:
+    """The routing decision placing this order would take now; reserves nothing."""
+    with read_only(session_factory()) as session:
+        return orders.quote(session, _command(body, None), _policy())
+
+
+@bp.get("/orders/<int:id>", responses={200: OrderOut, **ERRORS})
+@roles("storefront", "ops", "staff")
+def get_order(path: OrderPath) -> ApiResult:
+    """One order with its fulfilments and routing explanation."""
+    with read_only(session_factory()) as session:
+        order = orders.get_order(session, path.id)
+    _check_staff_scope(order)
+    return order
+
+
+def _check_staff_scope(order: dict[str, Any]) -> None:
+    who = principal()
+    if who.role == "staff" and not set(who.location_codes) & {f["location"] for f in order["fulfilments"]}:
+        from app.domain.errors import Forbidden
+
+        raise Forbidden("this order has nothing at your locations")
+
+
+@bp.get("/orders", responses={200: OrderPage, **ERRORS})
+@roles("storefront", "ops", "staff")
+def list_orders(query: OrderQuery) -> ApiResult:
+    """Orders newest first, filtered by status, location, channel, customer and dates; keyset-paged."""
+    limit = page_limit(query.limit)
+    flt = orders.OrderFilter(
+        status=query.status, location=query.location, channel=query.channel,
+        customer_ref=query.customer_ref, created_from=query.created_from,
+        created_to=query.created_to, allowed_locations=principal().scope(),
+    )  # fmt: skip
+    with read_only(session_factory()) as session:
+        items, nxt = orders.list_orders(session, flt, before_id=decode_cursor(query.cursor), limit=limit)
+    return {"items": items, "next_cursor": encode_cursor(nxt) if nxt else None}
+
+
+@bp.get("/customers/<customer_ref>/orders", responses={200: OrderPage, **ERRORS})
+@roles("storefront", "ops")
+def customer_orders(path: CustomerPath, query: OrderQuery) -> ApiResult:
+    """One customer's orders from every channel, newest first."""
+    limit = page_limit(query.limit)
+    flt = orders.OrderFilter(customer_ref=path.customer_ref, status=query.status, channel=query.channel)
+    with read_only(session_factory()) as session:
+        items, nxt = orders.list_orders(session, flt, before_id=decode_cursor(query.cursor), limit=limit)
+    return {"items": items, "next_cursor": encode_cursor(nxt) if nxt else None}
+
+
+@bp.post("/orders/<int:id>/cancel", responses={200: OrderOut, **ERRORS})
+@roles("storefront", "ops")
+def cancel_order(path: OrderPath, body: CancelIn) -> ApiResult:
+    """Cancel the whole order, or some units of some lines; released stock is available again."""
+    lines = [(ln.sku, ln.qty) for ln in body.lines] if body.lines else None
+    return transaction(session_factory(), lambda s: orders.cancel_order(s, path.id, lines))
+
+
+@bp.post("/orders/<int:id>/returns", responses={200: OrderOut, **ERRORS})
+@roles("ops", "staff")
+def record_return(path: OrderPath, body: ReturnIn) -> ApiResult:
+    """Take delivered units back at a location; resellable units rejoin stock."""
+    lines = [(ln.sku, ln.qty, ln.resellable) for ln in body.lines]
+    return transaction(
+        session_factory(),
+        lambda s: orders.record_return(s, path.id, location=body.location, lines=lines, external_ref=body.external_ref),
+    )
+
+
+def _transition(fid: int, target: Status) -> ApiResult:
+    scope = principal().scope()
+    return transaction(session_factory(), lambda s: orders.transition(s, fid, target, scope=scope))
+
+
+@bp.get("/fulfilments/<int:id>", responses={200: FulfilmentOut, **ERRORS})
+@roles("ops", "staff")
+def get_fulfilment(path: FulfilmentPath) -> ApiResult:
+    """One fulfilment with its lines."""
+    with read_only(session_factory()) as session:
+        return orders.get_fulfilment(session, path.id, scope=principal().scope())
+
+
+@bp.post("/fulfilments/<int:id>/pick", responses={200: FulfilmentOut, **ERRORS})
+@roles("ops", "staff")
+def pick(path: FulfilmentPath) -> ApiResult:
+    """Start picking (allocated -> picking)."""
+    return _transition(path.id, Status.PICKING)
+
+
+@bp.post("/fulfilments/<int:id>/ship", responses={200: FulfilmentOut, **ERRORS})
+@roles("ops", "staff")
+def ship(path: FulfilmentPath) -> ApiResult:
+    """Hand to the carrier (picking -> shipped): reserved units leave on_hand."""
+    return _transition(path.id, Status.SHIPPED)
+
+
+@bp.post("/fulfilments/<int:id>/receive", responses={200: FulfilmentOut, **ERRORS})
+@roles("ops", "staff")
+def receive(path: FulfilmentPath) -> ApiResult:
+    """A transfer arrived at its pickup store (shipped -> received): reserved there for the customer."""
+    return _transition(path.id, Status.RECEIVED)
+
+
+@bp.post("/fulfilments/<int:id>/cancel", responses={200: FulfilmentOut, **ERRORS})
+@roles("ops", "staff")
+def cancel_fulfilment(path: FulfilmentPath) -> ApiResult:
+    """Cancel one open fulfilment; its reservation is released."""
+    return _transition(path.id, Status.CANCELLED)

@@ -1,0 +1,83 @@
+"""Webhook subscriptions and the event outbox (ops)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_openapi3 import APIBlueprint, Tag
+from sqlalchemy import select
+
+from app.db import read_only, transaction
+from app.models import OutboxEvent
+from app.routes.common import API_PREFIX, SECURITY, ApiResult, page_limit, roles, session_factory
+from app.schemas import (
+    DeliveryList,
+    EventPage,
+    EventQuery,
+    Problem,
+    WebhookIn,
+    WebhookList,
+    WebhookOut,
+    WebhookPath,
+    WebhookUpdate,
+)
+from app.services import webhooks
+
+bp = APIBlueprint(
+    "api_webhooks", __name__, url_prefix=API_PREFIX, abp_tags=[Tag(name="events")], abp_security=SECURITY
+)
+ERRORS: dict[int | str, Any] = {401: Problem, 403: Problem, 404: Problem, 422: Problem}
+
+
+@bp.post("/webhooks", responses={201: WebhookOut, **ERRORS})
+@roles("ops")
+def create_webhook(body: WebhookIn) -> ApiResult:
+    """Subscribe an endpoint to event types; deliveries are HMAC-SHA256 signed with the secret."""
+    out = transaction(session_factory(), lambda s: webhooks.create(s, url=body.url, secret=body.secret, event_types=body.event_types))
+    return out, 201
+
+
+@bp.get("/webhooks", responses={200: WebhookList, **ERRORS})
+@roles("ops")
+def list_webhooks() -> ApiResult:
+    """Every subscription with its health."""
+    with read_only(session_factory()) as s:
+        return {"items": webhooks.list_subscriptions(s)}
+
+
+@bp.patch("/webhooks/<int:id>", responses={200: WebhookOut, **ERRORS})
+@roles("ops")
+def update_webhook(path: WebhookPath, body: WebhookUpdate) -> ApiResult:
+    """Change a subscription; set active=true to revive a disabled one."""
+    return transaction(session_factory(), lambda s: webhooks.update_subscription(s, path.id, body.model_dump(exclude_unset=True)))
+
+
+@bp.delete("/webhooks/<int:id>", responses={204: None, **ERRORS})
+@roles("ops")
+def delete_webhook(path: WebhookPath) -> ApiResult:
+    """Remove a subscription and what it was still owed."""
+    transaction(session_factory(), lambda s: webhooks.delete(s, path.id))
+    return {}, 204
+
+
+@bp.get("/webhooks/<int:id>/deliveries", responses={200: DeliveryList, **ERRORS})
+@roles("ops")
+def webhook_deliveries(path: WebhookPath) -> ApiResult:
+    """A subscription's latest deliveries with attempts and last error."""
+    with read_only(session_factory()) as s:
+        return {"items": webhooks.list_deliveries(s, path.id)}
+
+
+@bp.get("/events", responses={200: EventPage, **ERRORS})
+@roles("ops")
+def list_events(query: EventQuery) -> ApiResult:
+    """Outbox events after a given id, oldest first."""
+    stmt = select(OutboxEvent).order_by(OutboxEvent.id).limit(page_limit(query.limit))
+    if query.after is not None:
+        stmt = stmt.where(OutboxEvent.id > query.after)
+    if query.type:
+        stmt = stmt.where(OutboxEvent.type == query.type)
+    with read_only(session_factory()) as s:
+        items = [{"id": e.id, "type": e.type, "order_id": e.order_id, "fulfilment_id": e.fulfilment_id,
+                  "payload": e.payload, "created_at": e.created_at} for e in s.scalars(stmt)]  # fmt: skip
+    return {"items": items}

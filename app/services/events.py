@@ -1,0 +1,98 @@
+"""The outbox: events written in the transaction that caused them, delivered later by a job."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.orm import Session
+
+from app.db import utcnow
+from app.domain import ledger
+from app.domain.ledger import Deltas
+from app.models import Channel, ChannelLocation, Location, OutboxEvent, Sku, StockLevel
+
+ORDER_EVENTS = (
+    "order.created", "order.cancelled", "fulfilment.allocated", "fulfilment.picking",
+    "fulfilment.ready_for_pickup", "fulfilment.shipped", "fulfilment.received",
+    "fulfilment.collected", "fulfilment.cancelled", "fulfilment.expired", "fulfilment.shortage",
+    "order.returned",
+)  # fmt: skip
+STOCK_EVENTS = ("stock.out_of_stock", "stock.back_in_stock")
+EVENT_TYPES = ORDER_EVENTS + STOCK_EVENTS
+
+
+def emit(session: Session, events: Iterable[dict[str, Any]], now: datetime | None = None) -> None:
+    """Append events ({type, order_id?, fulfilment_id?, payload}) to the outbox."""
+    now = now or utcnow()
+    rows = [
+        {
+            "type": e["type"],
+            "order_id": e.get("order_id"),
+            "fulfilment_id": e.get("fulfilment_id"),
+            "payload": e["payload"],
+            "created_at": now,
+        }
+        for e in events
+    ]
+    if rows:
+        session.connection().execute(insert(OutboxEvent), rows)
+
+
+def stock_transitions(session: Session, changed: Mapping[tuple[int, int], Deltas], now: datetime | None = None) -> None:
+    """Emit out_of_stock / back_in_stock where this transaction moved availability across zero.
+
+    Called after the levels were updated in this transaction: the rows are locked by our own
+    update, so after-minus-deltas is exactly the state before it, whatever else runs concurrently.
+    """
+    keys = [k for k, d in changed.items() if d.on_hand or d.reserved]
+    if not keys:
+        return
+    rows = session.execute(
+        select(
+            StockLevel.sku_id, StockLevel.location_id, StockLevel.on_hand, StockLevel.reserved,
+            StockLevel.safety_stock, Location.default_safety_stock,
+        )
+        .join(Location, Location.id == StockLevel.location_id)
+        .where(StockLevel.sku_id.in_({k[0] for k in keys}), StockLevel.location_id.in_({k[1] for k in keys}))
+    ).all()  # fmt: skip
+    crossings: list[tuple[int, int, str, int]] = []  # sku, loc, kind ("online"/"store"), available
+    for sku_id, loc_id, on_hand, reserved, override, default in rows:
+        d = changed.get((sku_id, loc_id))
+        if d is None:
+            continue
+        safety = default if override is None else override
+        after = ledger.Level(on_hand, reserved, 0, safety)
+        before = ledger.Level(on_hand - d.on_hand, reserved - d.reserved, 0, safety)
+        for kind, online in (("online", True), ("store", False)):
+            was, now_ = ledger.available(before, online=online), ledger.available(after, online=online)
+            if (was > 0) != (now_ > 0):
+                crossings.append((sku_id, loc_id, kind, now_))
+    if not crossings:
+        return
+    serving = session.execute(
+        select(ChannelLocation.location_id, Channel.code, Channel.kind, Location.code)
+        .join(Channel, Channel.id == ChannelLocation.channel_id)
+        .join(Location, Location.id == ChannelLocation.location_id)
+        .where(ChannelLocation.location_id.in_({c[1] for c in crossings}))
+    ).all()
+    sku_codes = dict(
+        session.execute(select(Sku.id, Sku.code).where(Sku.id.in_({c[0] for c in crossings}))).tuples().all()
+    )
+    events = []
+    for sku_id, loc_id, kind, available in crossings:
+        for serving_loc, channel, channel_kind, loc_code in serving:
+            if serving_loc != loc_id or channel_kind != kind:
+                continue
+            events.append(
+                {
+                    "type": "stock.back_in_stock" if available > 0 else "stock.out_of_stock",
+                    "payload": {
+                        "sku": sku_codes[sku_id], "location": loc_code, "channel": channel,
+                        "available": available,
+                    },
+                }  # fmt: skip
+            )
+    emit(session, events, now)

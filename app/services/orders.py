@@ -1,0 +1,1049 @@
+"""Orders: route, reserve without overselling, and move fulfilments through their life cycle."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, insert, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from app.db import Retry, is_sqlite, utcnow
+from app.domain import fulfilment as lifecycle
+from app.domain import routing
+from app.domain.errors import (
+    DomainError,
+    IdempotencyConflict,
+    InsufficientStock,
+    InvalidInput,
+    NotFound,
+)
+from app.domain.fulfilment import Status
+from app.domain.ledger import Deltas, Kind
+from app.models import (
+    Channel,
+    ChannelLocation,
+    Fulfilment,
+    FulfilmentLine,
+    Location,
+    LocationDayUsage,
+    Order,
+    OrderLine,
+    Postcode,
+    Sku,
+    StockLevel,
+)
+from app.services import events
+from app.services.ledger import Leg, apply_deltas, ensure_levels, insert_movements
+
+
+class PickupUnavailable(DomainError):
+    code = "pickup_location_unavailable"
+    kind = "invalid"
+
+
+class LostRace(Retry):
+    """Stock or capacity went to a concurrent order between routing and reserving."""
+
+
+# ---------------------------------------------------------------- commands
+@dataclass(frozen=True)
+class Delivery:
+    type: str  # ship | pickup
+    lat: float | None = None
+    lon: float | None = None
+    postcode: str | None = None
+    location: str | None = None
+
+
+@dataclass(frozen=True)
+class PlaceOrder:
+    channel: str
+    lines: tuple[tuple[str, int], ...]
+    delivery: Delivery
+    external_id: str | None = None
+    customer_ref: str | None = None
+    allow_split: bool = True
+    allow_partial: bool = False
+    idempotency_key: str | None = None
+
+    def fingerprint(self) -> str:
+        """What makes two requests 'the same order' for idempotency."""
+        body = {
+            "channel": self.channel, "lines": sorted(self.lines), "delivery": self.delivery.__dict__,
+            "external_id": self.external_id, "customer_ref": self.customer_ref,
+            "allow_split": self.allow_split, "allow_partial": self.allow_partial,
+        }  # fmt: skip
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Policy:
+    criteria: tuple[routing.Criterion, ...] = routing.DEFAULT_CRITERIA
+    max_shipments: int = 3
+    pickup_shortfall: str = "transfer"
+
+    def routing_policy(self) -> routing.RoutingPolicy:
+        return routing.RoutingPolicy(
+            criteria=self.criteria,
+            max_shipments=self.max_shipments,
+            pickup_shortfall=self.pickup_shortfall,  # type: ignore[arg-type]
+        )
+
+
+def policy_from_config(config: dict[str, Any]) -> Policy:
+    """The routing policy as configured (OMNISTOCK_ROUTING_*)."""
+    criteria = tuple(c.strip() for c in str(config["ROUTING_CRITERIA"]).split(",") if c.strip())
+    unknown = set(criteria) - {"distance", "priority", "capacity", "depth"}
+    if unknown:
+        raise ValueError(f"unknown routing criteria: {sorted(unknown)}")
+    return Policy(
+        criteria=criteria,  # type: ignore[arg-type]
+        max_shipments=int(config["ROUTING_MAX_SHIPMENTS"]),
+        pickup_shortfall=str(config["ROUTING_PICKUP_SHORTFALL"]),
+    )
+
+
+# ---------------------------------------------------------------- reference lookups
+class _Ids:
+    """Per-process cache of SKU ids (codes never change owner) and channels (short TTL)."""
+
+    def __init__(self) -> None:
+        self.skus: dict[str, int] = {}
+        self.channels: dict[str, tuple[float, int, str]] = {}
+        self.lock = threading.Lock()
+
+
+_IDS = _Ids()
+CHANNEL_TTL_S = 10.0
+
+
+def _channel(session: Session, code: str) -> tuple[int, str]:
+    hit = _IDS.channels.get(code)
+    if hit and hit[0] > time.monotonic():
+        return hit[1], hit[2]
+    row = session.execute(select(Channel.id, Channel.kind).where(Channel.code == code)).one_or_none()
+    if row is None:
+        raise InvalidInput("unknown channel", [{"field": "channel", "message": f"unknown channel {code!r}"}], "unknown_channel")
+    with _IDS.lock:
+        _IDS.channels[code] = (time.monotonic() + CHANNEL_TTL_S, row[0], row[1])
+    return row[0], row[1]
+
+
+def _sku_ids(session: Session, codes: Sequence[str]) -> dict[str, int]:
+    missing = [c for c in codes if c not in _IDS.skus]
+    if missing:
+        found = dict(session.execute(select(Sku.code, Sku.id).where(Sku.code.in_(missing))).tuples().all())
+        with _IDS.lock:
+            _IDS.skus.update(found)
+    unknown = [i for i, c in enumerate(codes) if c not in _IDS.skus]
+    if unknown:
+        raise InvalidInput(
+            "unknown SKU",
+            [{"field": f"lines[{i}].sku", "message": f"unknown SKU {codes[i]!r}"} for i in unknown],
+            "unknown_sku",
+        )
+    return {c: _IDS.skus[c] for c in codes}
+
+
+def place_point(session: Session, delivery: Delivery) -> tuple[float | None, float | None]:
+    """Coordinates for a ship-to: given, or looked up from the postcode (full, then outward part)."""
+    if delivery.lat is not None and delivery.lon is not None:
+        return delivery.lat, delivery.lon
+    if delivery.postcode:
+        pc = " ".join(delivery.postcode.upper().split())
+        tries = [pc, pc.split(" ")[0]] if " " in pc else [pc, pc[:-3].strip() if len(pc) > 4 else pc]
+        for code in tries:
+            row = session.execute(select(Postcode.lat, Postcode.lon).where(Postcode.code == code)).one_or_none()
+            if row is not None:
+                return row[0], row[1]
+        raise InvalidInput(
+            "unknown postcode",
+            [{"field": "delivery.postcode", "message": f"cannot place postcode {delivery.postcode!r}"}],
+            "unknown_postcode",
+        )
+    return None, None
+
+
+# ---------------------------------------------------------------- candidates
+@dataclass
+class _Loc:
+    id: int
+    code: str
+    timezone: str
+    daily_capacity: int | None
+    default_safety: int
+
+
+@dataclass
+class Context:
+    """Everything routing needed, kept to reserve and to answer."""
+
+    channel_id: int
+    online: bool
+    sku_ids: dict[str, int]
+    locations: dict[str, _Loc] = field(default_factory=dict)
+    days: dict[int, date] = field(default_factory=dict)
+
+
+def load_candidates(session: Session, ctx: Context, now: datetime) -> list[routing.Candidate]:
+    """Every location with what it can offer this order now: stock net of reservations and safety."""
+    served = (
+        select(ChannelLocation.location_id)
+        .where(ChannelLocation.channel_id == ctx.channel_id, ChannelLocation.location_id == Location.id)
+        .exists()
+    )
+    rows = session.execute(
+        select(
+            Location.id, Location.code, Location.lat, Location.lon, Location.priority,
+            Location.active, Location.ships, Location.pickup, Location.daily_capacity,
+            Location.timezone, Location.default_safety_stock, served,
+            StockLevel.sku_id, StockLevel.on_hand, StockLevel.reserved, StockLevel.safety_stock,
+        )
+        .outerjoin(
+            StockLevel,
+            and_(StockLevel.location_id == Location.id, StockLevel.sku_id.in_(list(ctx.sku_ids.values()))),
+        )
+        .order_by(Location.id)
+    ).all()  # fmt: skip
+    code_of = {v: k for k, v in ctx.sku_ids.items()}
+    info: dict[int, dict[str, Any]] = {}
+    for (lid, code, lat, lon, prio, active, ships, pickup, cap, tz, dsafe, serves,
+         sku_id, on_hand, reserved, override) in rows:  # fmt: skip
+        entry = info.setdefault(lid, {
+            "code": code, "lat": lat, "lon": lon, "priority": prio, "active": active,
+            "ships": ships, "pickup": pickup, "cap": cap, "tz": tz, "dsafe": dsafe,
+            "serves": bool(serves), "stock": {},
+        })  # fmt: skip
+        if sku_id is not None:
+            safety = (dsafe if override is None else override) if ctx.online else 0
+            entry["stock"][code_of[sku_id]] = max(on_hand - reserved - safety, 0)
+    limited = {lid: e for lid, e in info.items() if e["cap"] is not None}
+    usage: dict[tuple[int, date], int] = {}
+    if limited:
+        for lid, e in limited.items():
+            ctx.days[lid] = now.astimezone(ZoneInfo(e["tz"])).date()
+        rows2 = session.execute(
+            select(LocationDayUsage.location_id, LocationDayUsage.day, LocationDayUsage.used).where(
+                LocationDayUsage.location_id.in_(list(limited)),
+                LocationDayUsage.day.in_(set(ctx.days.values())),
+            )
+        ).all()
+        usage = {(lid, day): used for lid, day, used in rows2}
+    out = []
+    for lid, e in info.items():
+        ctx.locations[e["code"]] = _Loc(lid, e["code"], e["tz"], e["cap"], e["dsafe"])
+        remaining = None
+        if e["cap"] is not None:
+            remaining = max(e["cap"] - usage.get((lid, ctx.days[lid]), 0), 0)
+        out.append(
+            routing.Candidate(
+                code=e["code"], lat=e["lat"], lon=e["lon"], priority=e["priority"],
+                remaining_capacity=remaining, stock=e["stock"], active=e["active"],
+                ships=e["ships"], pickup=e["pickup"], serves_channel=e["serves"],
+            )
+        )  # fmt: skip
+    return out
+
+
+def _routing_request(cmd: PlaceOrder, lat: float | None, lon: float | None) -> routing.RoutingRequest:
+    delivery: routing.ShipTo | routing.PickupAt
+    if cmd.delivery.type == "pickup":
+        delivery = routing.PickupAt(str(cmd.delivery.location))
+    else:
+        delivery = routing.ShipTo(lat, lon)
+    return routing.RoutingRequest(
+        lines=tuple(routing.Line(s, q) for s, q in cmd.lines),
+        delivery=delivery,
+        allow_split=cmd.allow_split,
+        allow_partial=cmd.allow_partial,
+    )
+
+
+def explain(decision: routing.RoutingDecision) -> dict[str, Any]:
+    """The routing decision as the API shows it: outcome, candidates and why each lost."""
+    return {
+        "status": decision.status,
+        "reason": decision.reason,
+        "explanation": [
+            {"location": n.location, "outcome": n.outcome, "reason": n.reason, "distance_km": n.distance_km}
+            for n in decision.explanation
+        ],
+        "allocations": [
+            {
+                "location": a.location, "type": a.type, "to_location": a.to_location,
+                "lines": [{"sku": ln.sku, "qty": ln.qty} for ln in a.lines],
+                "collect_lines": [{"sku": ln.sku, "qty": ln.qty} for ln in a.collect_lines],
+            }
+            for a in decision.allocations
+        ],  # fmt: skip
+        "backordered": [{"sku": ln.sku, "qty": ln.qty} for ln in decision.backordered],
+        "alternatives": [{"location": a.location, "distance_km": a.distance_km} for a in decision.alternatives],
+    }
+
+
+def _refuse(decision: routing.RoutingDecision) -> None:
+    if decision.reason == "pickup_location_unavailable":
+        raise PickupUnavailable(
+            "that store does not offer pickup for this channel",
+            errors=[{"field": "delivery.location", "message": "not an active pickup store for this channel"}],
+            routing=explain(decision),
+        )
+    raise InsufficientStock(
+        "no location (or allowed split) can fulfil this order now",
+        alternatives=[{"location": a.location, "distance_km": a.distance_km} for a in decision.alternatives],
+        routing=explain(decision),
+    )
+
+
+def _validate(cmd: PlaceOrder) -> None:
+    errors = []
+    seen: dict[str, int] = {}
+    for i, (sku, _qty) in enumerate(cmd.lines):
+        if sku in seen:
+            errors.append({"field": f"lines[{i}].sku", "message": f"{sku} is already lines[{seen[sku]}]; merge them"})
+        seen[sku] = i
+    if errors:
+        raise InvalidInput("duplicate lines", errors)
+
+
+def decide(session: Session, cmd: PlaceOrder, policy: Policy, now: datetime) -> tuple[Context, routing.RoutingDecision, tuple[float | None, float | None]]:
+    """Route an order against fresh stock; writes nothing."""
+    _validate(cmd)
+    channel_id, kind = _channel(session, cmd.channel)
+    ctx = Context(channel_id, kind == "online", _sku_ids(session, [s for s, _ in cmd.lines]))
+    point = place_point(session, cmd.delivery) if cmd.delivery.type == "ship" else (None, None)
+    candidates = load_candidates(session, ctx, now)
+    if cmd.delivery.type == "pickup" and cmd.delivery.location not in ctx.locations:
+        raise InvalidInput(
+            "unknown pickup store",
+            [{"field": "delivery.location", "message": f"unknown location {cmd.delivery.location!r}"}],
+            "unknown_location",
+        )
+    decision = routing.route(_routing_request(cmd, *point), candidates, policy.routing_policy())
+    return ctx, decision, point
+
+
+def quote(session: Session, cmd: PlaceOrder, policy: Policy) -> dict[str, Any]:
+    """The decision placing this order would take now, without reserving anything."""
+    _ctx, decision, _ = decide(session, cmd, policy, utcnow())
+    return explain(decision)
+
+
+# ---------------------------------------------------------------- reserving
+# One conditional UPDATE per (sku, location), sent as one pipelined batch in (sku, location)
+# order: it succeeds only if available covers qty at that instant, and the row lock it takes is
+# held to commit, so no concurrent order can spend the same units and no two orders deadlock.
+_RESERVE_SQL = text("""
+UPDATE stock_levels SET reserved = reserved + :qty, updated_at = :now
+WHERE sku_id = :k_sku AND location_id = :k_loc
+  AND on_hand - reserved - :online * COALESCE(safety_stock, :default_safety) >= :qty
+""")
+
+
+def reserve(session: Session, ctx: Context, wanted: dict[tuple[int, int], int], now: datetime) -> None:
+    """Reserve every (sku, location) qty or none: rows in a stable order; any shortfall is a lost race."""
+    params = []
+    for (sku_id, loc_id), qty in sorted(wanted.items()):
+        loc = next(v for v in ctx.locations.values() if v.id == loc_id)
+        params.append({"k_sku": sku_id, "k_loc": loc_id, "qty": qty, "now": now,
+                       "online": 1 if ctx.online else 0, "default_safety": loc.default_safety})  # fmt: skip
+    if not params:
+        return
+    result = session.connection().execute(_RESERVE_SQL, params)
+    if result.rowcount != len(params):
+        raise LostRace("stock changed between routing and reserving")
+
+
+def take_capacity(session: Session, ctx: Context, location_ids: Sequence[int]) -> None:
+    """Count one shipment against each capacity-limited location's day, or lose the race."""
+    dialect = sqlite if is_sqlite(session.get_bind()) else postgresql  # type: ignore[arg-type]
+    for loc_id in sorted(set(location_ids)):
+        loc = next(v for v in ctx.locations.values() if v.id == loc_id)
+        if loc.daily_capacity is None:
+            continue
+        stmt = dialect.insert(LocationDayUsage).values(location_id=loc_id, day=ctx.days[loc_id], used=1)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["location_id", "day"],
+            set_={"used": LocationDayUsage.used + 1},
+            where=LocationDayUsage.used < loc.daily_capacity,
+        ).returning(LocationDayUsage.used)
+        if session.execute(stmt).first() is None:
+            raise LostRace(f"{loc.code} reached its daily capacity")
+
+
+def release_capacity(session: Session, location_id: int, day: date) -> None:
+    """Give a cancelled shipment's capacity back to its day."""
+    session.execute(
+        update(LocationDayUsage)
+        .where(LocationDayUsage.location_id == location_id, LocationDayUsage.day == day, LocationDayUsage.used > 0)
+        .values(used=LocationDayUsage.used - 1)
+    )
+
+
+# ---------------------------------------------------------------- placing
+@dataclass
+class Placed:
+    order: dict[str, Any]
+    replayed: bool
+
+
+def _existing(session: Session, cmd: PlaceOrder, channel_id: int) -> Order | None:
+    conds = []
+    if cmd.idempotency_key:
+        conds.append(Order.idempotency_key == cmd.idempotency_key)
+    if cmd.external_id:
+        conds.append(and_(Order.channel_id == channel_id, Order.external_id == cmd.external_id))
+    if not conds:
+        return None
+    return session.scalars(select(Order).where(or_(*conds)).limit(1)).first()
+
+
+def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datetime | None = None) -> Placed:
+    """Route and reserve an order in one transaction; the same key returns the same order."""
+    now = now or utcnow()
+    fingerprint = cmd.fingerprint()
+    channel_id, _ = _channel(session, cmd.channel)
+    prior = _existing(session, cmd, channel_id)
+    if prior is not None:
+        if prior.request_hash != fingerprint:
+            raise IdempotencyConflict(
+                f"order {prior.id} was placed with this key and a different body", order_id=prior.id
+            )
+        return Placed(get_order(session, prior.id), replayed=True)
+
+    ctx, decision, point = decide(session, cmd, policy, now)
+    if decision.status == "refused":
+        _refuse(decision)
+
+    loc_id = {code: loc.id for code, loc in ctx.locations.items()}
+    wanted: dict[tuple[int, int], int] = {}
+    for alloc in decision.allocations:
+        for ln in alloc.lines:
+            key = (ctx.sku_ids[ln.sku], loc_id[alloc.location])
+            wanted[key] = wanted.get(key, 0) + ln.qty
+    reserve(session, ctx, wanted, now)
+    take_capacity(session, ctx, [loc_id[a.location] for a in decision.allocations if a.type == "ship"])
+
+    backordered = {ln.sku: ln.qty for ln in decision.backordered}
+    status = "partially_allocated" if backordered else "allocated"
+    if not decision.allocations:
+        status = "backordered"
+    order_stmt = (
+        _dialect_insert(session, Order)
+        .values(
+            external_id=cmd.external_id, idempotency_key=cmd.idempotency_key, request_hash=fingerprint,
+            channel_id=ctx.channel_id, customer_ref=cmd.customer_ref, status=status,
+            delivery_type=cmd.delivery.type, ship_lat=point[0], ship_lon=point[1],
+            ship_postcode=cmd.delivery.postcode,
+            pickup_location_id=loc_id.get(cmd.delivery.location or ""),
+            allow_split=cmd.allow_split, allow_partial=cmd.allow_partial,
+            routing=explain(decision), created_at=now, updated_at=now,
+        )
+        .on_conflict_do_nothing()
+        .returning(Order.id)
+    )  # fmt: skip
+    order_id = session.execute(order_stmt).scalar()
+    if order_id is None:
+        # A concurrent request with the same key committed first: run again to return it.
+        raise Retry("idempotency key taken concurrently")
+    conn = session.connection()
+    conn.execute(
+        insert(OrderLine),
+        [{"order_id": order_id, "line_no": i + 1, "sku_id": ctx.sku_ids[s], "qty": q,
+          "backordered": backordered.get(s, 0), "cancelled": 0}
+         for i, (s, q) in enumerate(cmd.lines)],
+    )  # fmt: skip
+    ordered = sorted(decision.allocations, key=lambda a: (a.type != "pickup", a.location))
+    fids = list(
+        conn.execute(
+            insert(Fulfilment).returning(Fulfilment.id, sort_by_parameter_order=True),
+            [{"order_id": order_id, "location_id": loc_id[a.location], "type": a.type,
+              "status": Status.ALLOCATED.value, "to_location_id": loc_id.get(a.to_location or ""),
+              "feeds_fulfilment_id": None, "at_risk": False, "created_at": now, "updated_at": now}
+             for a in ordered],
+        ).scalars()
+    )  # fmt: skip
+    pickup_fid = next((fid for a, fid in zip(ordered, fids, strict=True) if a.type == "pickup"), None)
+    if pickup_fid is not None and any(a.type == "transfer" for a in ordered):
+        conn.execute(
+            update(Fulfilment).where(Fulfilment.order_id == order_id, Fulfilment.type == "transfer")
+            .values(feeds_fulfilment_id=pickup_fid)
+        )  # fmt: skip
+    line_rows: list[dict[str, Any]] = []
+    legs: list[Leg] = []
+    for alloc, fid in zip(ordered, fids, strict=True):
+        here = {ln.sku: ln.qty for ln in alloc.lines}
+        shown = alloc.collect_lines if alloc.type == "pickup" and alloc.collect_lines else alloc.lines
+        for ln in shown:
+            reserved = here.get(ln.sku, 0)
+            line_rows.append({"fulfilment_id": fid, "sku_id": ctx.sku_ids[ln.sku], "qty": ln.qty,
+                              "reserved": reserved, "awaiting": ln.qty - reserved, "done": 0, "cancelled": 0})  # fmt: skip
+        for ln in alloc.lines:
+            legs.append(Leg(Kind.RESERVATION, ctx.sku_ids[ln.sku], loc_id[alloc.location], ln.qty,
+                            Deltas(reserved=ln.qty), order_id=order_id, fulfilment_id=fid))  # fmt: skip
+            if alloc.type == "transfer" and alloc.to_location:
+                legs.append(Leg(Kind.TRANSFER_EXPECTED, ctx.sku_ids[ln.sku], loc_id[alloc.to_location], ln.qty,
+                                Deltas(incoming=ln.qty), order_id=order_id, fulfilment_id=fid))  # fmt: skip
+    if line_rows:
+        conn.execute(insert(FulfilmentLine), line_rows)
+    incoming = {}
+    for leg in legs:
+        if leg.kind is Kind.TRANSFER_EXPECTED:
+            incoming[leg.key] = incoming.get(leg.key, Deltas()) + leg.deltas
+    if incoming:
+        ensure_levels(session, incoming)
+        apply_deltas(session, incoming, now)
+    insert_movements(session, legs, now)
+
+    evs: list[dict[str, Any]] = [{"type": "order.created", "order_id": order_id,
+                                  "payload": {"order_id": order_id, "external_id": cmd.external_id,
+                                              "status": status, "customer_ref": cmd.customer_ref}}]  # fmt: skip
+    for alloc, fid in zip(ordered, fids, strict=True):
+        evs.append({"type": "fulfilment.allocated", "order_id": order_id, "fulfilment_id": fid,
+                    "payload": {"order_id": order_id, "fulfilment_id": fid, "location": alloc.location,
+                                "type": alloc.type, "lines": [{"sku": ln.sku, "qty": ln.qty} for ln in alloc.lines]}})  # fmt: skip
+    events.emit(session, evs, now)
+    events.stock_transitions(session, {k: Deltas(reserved=q) for k, q in wanted.items()}, now)
+
+    fulfilments_out = []
+    for alloc, fid in zip(ordered, fids, strict=True):
+        here = {ln.sku: ln.qty for ln in alloc.lines}
+        shown = alloc.collect_lines if alloc.type == "pickup" and alloc.collect_lines else alloc.lines
+        fulfilments_out.append({
+            "id": fid, "location": alloc.location, "type": alloc.type, "status": "allocated",
+            "to_location": alloc.to_location, "at_risk": False,
+            "lines": [{"sku": ln.sku, "qty": ln.qty, "reserved": here.get(ln.sku, 0),
+                       "awaiting": ln.qty - here.get(ln.sku, 0), "done": 0, "cancelled": 0} for ln in shown],
+        })  # fmt: skip
+    order_out = {
+        "id": order_id, "external_id": cmd.external_id, "status": status, "channel": cmd.channel,
+        "customer_ref": cmd.customer_ref,
+        "delivery": _delivery_out(cmd.delivery.type, point[0], point[1], cmd.delivery.postcode, cmd.delivery.location),
+        "lines": [{"sku": s, "qty": q, "backordered": backordered.get(s, 0), "cancelled": 0, "returned": 0}
+                  for s, q in cmd.lines],
+        "fulfilments": fulfilments_out, "routing": explain(decision),
+        "created_at": now, "updated_at": now,
+    }  # fmt: skip
+    return Placed(order_out, replayed=False)
+
+
+def _dialect_insert(session: Session, table: Any) -> Any:
+    return (sqlite if is_sqlite(session.get_bind()) else postgresql).insert(table)  # type: ignore[arg-type]
+
+
+def _delivery_out(kind: str, lat: float | None, lon: float | None, postcode: str | None, location: str | None) -> dict[str, Any]:
+    if kind == "pickup":
+        return {"type": "pickup", "location": location}
+    return {"type": "ship", "lat": lat, "lon": lon, "postcode": postcode}
+
+
+# ---------------------------------------------------------------- reading
+def get_order(session: Session, order_id: int) -> dict[str, Any]:
+    """One order with its lines, fulfilments and routing explanation."""
+    return orders_out(session, [_order_row(session, order_id)])[0]
+
+
+def _order_row(session: Session, order_id: int, *, lock: bool = False) -> Order:
+    stmt = select(Order).where(Order.id == order_id)
+    if lock:
+        stmt = stmt.with_for_update()
+    order = session.scalars(stmt).first()
+    if order is None:
+        raise NotFound(f"no order {order_id}", order_id=order_id)
+    return order
+
+
+def orders_out(session: Session, orders: Sequence[Order]) -> list[dict[str, Any]]:
+    """Serialise orders with their lines and fulfilments in three queries, whatever the count."""
+    if not orders:
+        return []
+    ids = [o.id for o in orders]
+    skus = {}
+    lines: dict[int, list[dict[str, Any]]] = {}
+    for ln, code in session.execute(
+        select(OrderLine, Sku.code).join(Sku, Sku.id == OrderLine.sku_id)
+        .where(OrderLine.order_id.in_(ids)).order_by(OrderLine.order_id, OrderLine.line_no)
+    ).tuples():  # fmt: skip
+        skus[ln.sku_id] = code
+        lines.setdefault(ln.order_id, []).append(
+            {"sku": code, "qty": ln.qty, "backordered": ln.backordered, "cancelled": ln.cancelled,
+             "returned": ln.returned}  # fmt: skip
+        )
+    locs = dict(session.execute(select(Location.id, Location.code)).tuples().all())
+    chans = dict(session.execute(select(Channel.id, Channel.code)).tuples().all())
+    fuls: dict[int, list[dict[str, Any]]] = {}
+    by_fid: dict[int, dict[str, Any]] = {}
+    for f in session.scalars(select(Fulfilment).where(Fulfilment.order_id.in_(ids)).order_by(Fulfilment.id)):
+        out = fulfilment_out(f, locs, [])
+        by_fid[f.id] = out
+        fuls.setdefault(f.order_id, []).append(out)
+    if by_fid:
+        for fl, code in session.execute(
+            select(FulfilmentLine, Sku.code).join(Sku, Sku.id == FulfilmentLine.sku_id)
+            .where(FulfilmentLine.fulfilment_id.in_(list(by_fid))).order_by(FulfilmentLine.id)
+        ).tuples():  # fmt: skip
+            by_fid[fl.fulfilment_id]["lines"].append(_fline_out(fl, code))
+    return [
+        {
+            "id": o.id, "external_id": o.external_id, "status": o.status, "channel": chans.get(o.channel_id),
+            "customer_ref": o.customer_ref,
+            "delivery": _delivery_out(o.delivery_type, o.ship_lat, o.ship_lon, o.ship_postcode,
+                                      locs.get(o.pickup_location_id or -1)),
+            "lines": lines.get(o.id, []), "fulfilments": fuls.get(o.id, []), "routing": o.routing,
+            "created_at": o.created_at, "updated_at": o.updated_at,
+        }
+        for o in orders
+    ]  # fmt: skip
+
+
+def _fline_out(fl: FulfilmentLine, code: str) -> dict[str, Any]:
+    return {"sku": code, "qty": fl.qty, "reserved": fl.reserved, "awaiting": fl.awaiting,
+            "done": fl.done, "cancelled": fl.cancelled}  # fmt: skip
+
+
+def fulfilment_out(f: Fulfilment, locs: dict[int, str], lines: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": f.id, "order_id": f.order_id, "location": locs.get(f.location_id), "type": f.type,
+        "status": f.status, "to_location": locs.get(f.to_location_id or -1), "at_risk": f.at_risk,
+        "ready_at": f.ready_at, "hold_until": f.hold_until, "lines": lines,
+    }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class OrderFilter:
+    status: str | None = None
+    location: str | None = None
+    channel: str | None = None
+    customer_ref: str | None = None
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    allowed_locations: frozenset[int] | None = None
+
+
+def list_orders(session: Session, flt: OrderFilter, *, before_id: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+    """Orders newest first with filters, keyset-paged by id."""
+    stmt = select(Order).order_by(Order.id.desc()).limit(limit + 1)
+    if flt.status:
+        stmt = stmt.where(Order.status == flt.status)
+    if flt.channel:
+        stmt = stmt.where(Order.channel_id == select(Channel.id).where(Channel.code == flt.channel).scalar_subquery())
+    if flt.customer_ref:
+        stmt = stmt.where(Order.customer_ref == flt.customer_ref)
+    if flt.created_from:
+        stmt = stmt.where(Order.created_at >= flt.created_from)
+    if flt.created_to:
+        stmt = stmt.where(Order.created_at < flt.created_to)
+    if flt.location or flt.allowed_locations is not None:
+        sub = select(Fulfilment.order_id).where(Fulfilment.order_id == Order.id)
+        if flt.location:
+            sub = sub.where(Fulfilment.location_id == select(Location.id).where(Location.code == flt.location).scalar_subquery())
+        if flt.allowed_locations is not None:
+            sub = sub.where(Fulfilment.location_id.in_(flt.allowed_locations))
+        stmt = stmt.where(sub.exists())
+    if before_id is not None:
+        stmt = stmt.where(Order.id < before_id)
+    rows = list(session.scalars(stmt))
+    page = rows[:limit]
+    return orders_out(session, page), (page[-1].id if len(rows) > limit else None)
+
+
+# ---------------------------------------------------------------- life cycle
+def _fulfilment(session: Session, fid: int) -> Fulfilment:
+    f = session.scalars(select(Fulfilment).where(Fulfilment.id == fid).with_for_update()).first()
+    if f is None:
+        raise NotFound(f"no fulfilment {fid}", fulfilment_id=fid)
+    return f
+
+
+def _lines(session: Session, fid: int) -> list[FulfilmentLine]:
+    return list(session.scalars(select(FulfilmentLine).where(FulfilmentLine.fulfilment_id == fid)
+                                .order_by(FulfilmentLine.sku_id).with_for_update()))  # fmt: skip
+
+
+def _move(session: Session, legs: list[Leg], now: datetime) -> None:
+    totals: dict[tuple[int, int], Deltas] = {}
+    for leg in legs:
+        totals[leg.key] = totals.get(leg.key, Deltas()) + leg.deltas
+    ensure_levels(session, totals)
+    apply_deltas(session, totals, now)
+    insert_movements(session, legs, now)
+    events.stock_transitions(session, totals, now)
+
+
+def _event(f: Fulfilment, type_: str, **extra: Any) -> dict[str, Any]:
+    return {"type": type_, "order_id": f.order_id, "fulfilment_id": f.id,
+            "payload": {"order_id": f.order_id, "fulfilment_id": f.id, "status": f.status, **extra}}  # fmt: skip
+
+
+def refresh_order_status(session: Session, order_id: int, now: datetime) -> str:
+    """Recompute an order's status from its fulfilments and back-ordered units."""
+    fs = session.execute(select(Fulfilment.type, Fulfilment.status).where(Fulfilment.order_id == order_id)).tuples().all()
+    back = sum(ln.backordered for ln in session.scalars(select(OrderLine).where(OrderLine.order_id == order_id)))
+    status = lifecycle.order_status(list(fs), back)
+    session.execute(update(Order).where(Order.id == order_id).values(status=status, updated_at=now))
+    return status
+
+
+def transition(session: Session, fid: int, target: Status, *, scope: frozenset[int] | None = None) -> dict[str, Any]:
+    """Move a fulfilment along one edge of its life cycle, with the ledger movements it implies."""
+    now = utcnow()
+    _order_row(session, _peek_order(session, fid), lock=True)
+    f = _fulfilment(session, fid)
+    if scope is not None and f.location_id not in scope:
+        from app.domain.errors import Forbidden
+
+        raise Forbidden("this key is not for that location")
+    lifecycle.check_transition(f.type, f.status, target)
+    lines = _lines(session, fid)
+    legs: list[Leg] = []
+    evs: list[dict[str, Any]] = []
+    if target is Status.SHIPPED:
+        kind = Kind.TRANSFER_OUT if f.type == "transfer" else Kind.FULFILMENT
+        for ln in lines:
+            if ln.reserved:
+                legs.append(Leg(kind, ln.sku_id, f.location_id, ln.reserved,
+                                Deltas(on_hand=-ln.reserved, reserved=-ln.reserved),
+                                order_id=f.order_id, fulfilment_id=f.id))  # fmt: skip
+                ln.done, ln.reserved = ln.done + ln.reserved, 0
+    elif target is Status.RECEIVED:
+        legs += _receive_transfer(session, f, lines)
+    elif target in (Status.CANCELLED, Status.EXPIRED):
+        legs += _release(session, f, lines, now)
+    f.status = target.value
+    f.updated_at = now
+    _move(session, legs, now)
+    evs.append(_event(f, f"fulfilment.{target.value}"))
+    events.emit(session, evs, now)
+    session.flush()
+    refresh_order_status(session, f.order_id, now)
+    locs = dict(session.execute(select(Location.id, Location.code)).tuples().all())
+    codes = dict(session.execute(select(Sku.id, Sku.code).where(Sku.id.in_([ln.sku_id for ln in lines]))).tuples().all())
+    return fulfilment_out(f, locs, [_fline_out(ln, codes[ln.sku_id]) for ln in lines])
+
+
+def _peek_order(session: Session, fid: int) -> int:
+    oid = session.scalar(select(Fulfilment.order_id).where(Fulfilment.id == fid))
+    if oid is None:
+        raise NotFound(f"no fulfilment {fid}", fulfilment_id=fid)
+    return int(oid)
+
+
+def _release(session: Session, f: Fulfilment, lines: list[FulfilmentLine], now: datetime) -> list[Leg]:
+    """Legs that give back what an open fulfilment holds: reservations, and expected transfers."""
+    legs = []
+    for ln in lines:
+        if ln.reserved:
+            legs.append(Leg(Kind.RELEASE, ln.sku_id, f.location_id, ln.reserved, Deltas(reserved=-ln.reserved),
+                            order_id=f.order_id, fulfilment_id=f.id))  # fmt: skip
+            if f.type == "transfer" and f.to_location_id is not None:
+                legs.append(Leg(Kind.TRANSFER_CANCELLED, ln.sku_id, f.to_location_id, ln.reserved,
+                                Deltas(incoming=-ln.reserved), order_id=f.order_id, fulfilment_id=f.id))  # fmt: skip
+        ln.cancelled += ln.reserved + ln.awaiting
+        ln.reserved = 0
+        ln.awaiting = 0
+    if f.type == "pickup":
+        # Transfers feeding this pickup have nowhere to go: cancel those not yet on the road.
+        for t in session.scalars(select(Fulfilment).where(Fulfilment.feeds_fulfilment_id == f.id).with_for_update()):
+            if lifecycle.is_open(t.status):
+                legs += _release(session, t, _lines(session, t.id), now)
+                t.status = Status.CANCELLED.value
+                t.updated_at = now
+                events.emit(session, [_event(t, "fulfilment.cancelled")], now)
+    if f.type == "ship" and f.status == Status.ALLOCATED.value:
+        loc = session.get(Location, f.location_id)
+        if loc is not None and loc.daily_capacity is not None:
+            release_capacity(session, f.location_id, f.created_at.astimezone(ZoneInfo(loc.timezone)).date())
+    return legs
+
+
+def _receive_transfer(session: Session, f: Fulfilment, lines: list[FulfilmentLine]) -> list[Leg]:
+    """Units arrive at the pickup store: incoming becomes on_hand, reserved for the pickup."""
+    if f.to_location_id is None:
+        return []
+    pickup = session.scalars(select(Fulfilment).where(Fulfilment.id == f.feeds_fulfilment_id).with_for_update()).first()
+    pickup_lines = {ln.sku_id: ln for ln in _lines(session, pickup.id)} if pickup else {}
+    legs = []
+    for ln in lines:
+        if not ln.done:
+            continue
+        legs.append(Leg(Kind.TRANSFER_IN, ln.sku_id, f.to_location_id, ln.done, Deltas(on_hand=ln.done, incoming=-ln.done),
+                        order_id=f.order_id, fulfilment_id=f.id))  # fmt: skip
+        target = pickup_lines.get(ln.sku_id)
+        if pickup is not None and target is not None and lifecycle.is_open(pickup.status):
+            qty = min(ln.done, target.awaiting)
+            if qty:
+                legs.append(Leg(Kind.RESERVATION, ln.sku_id, f.to_location_id, qty, Deltas(reserved=qty),
+                                order_id=f.order_id, fulfilment_id=pickup.id))  # fmt: skip
+                target.awaiting -= qty
+                target.reserved += qty
+    return legs
+
+
+def cancel_order(session: Session, order_id: int, lines: Sequence[tuple[str, int]] | None = None) -> dict[str, Any]:
+    """Cancel a whole order, or some units of some lines; released units return to available."""
+    now = utcnow()
+    order = _order_row(session, order_id, lock=True)
+    fuls = list(session.scalars(select(Fulfilment).where(Fulfilment.order_id == order_id)
+                                .order_by(Fulfilment.id).with_for_update()))  # fmt: skip
+    order_lines = {ln.sku_id: ln for ln in session.scalars(select(OrderLine).where(OrderLine.order_id == order_id))}
+    legs: list[Leg] = []
+    evs: list[dict[str, Any]] = []
+    if lines is None:
+        if not any(lifecycle.is_open(f.status) for f in fuls) and not any(ln.backordered for ln in order_lines.values()):
+            raise lifecycle.InvalidTransition("nothing left to cancel in this order", status=order.status)
+        for f in fuls:
+            if lifecycle.is_open(f.status) and f.type != "transfer":
+                legs += _release(session, f, _lines(session, f.id), now)
+                f.status, f.updated_at = Status.CANCELLED.value, now
+                evs.append(_event(f, "fulfilment.cancelled"))
+        for ln in order_lines.values():
+            ln.cancelled += ln.backordered
+            ln.backordered = 0
+        evs.append({"type": "order.cancelled", "order_id": order_id, "payload": {"order_id": order_id}})
+    else:
+        ids = _sku_ids(session, [s for s, _ in lines])
+        errors = []
+        for i, (sku, qty) in enumerate(lines):
+            ol = order_lines.get(ids[sku])
+            if ol is None:
+                errors.append({"field": f"lines[{i}].sku", "message": f"{sku} is not in this order"})
+                continue
+            left = qty
+            take = min(left, ol.backordered)
+            ol.backordered -= take
+            ol.cancelled += take
+            left -= take
+            for f in fuls:
+                if left == 0 or not lifecycle.is_open(f.status) or f.type == "transfer":
+                    continue
+                for fl in _lines(session, f.id):
+                    if fl.sku_id != ids[sku] or left == 0:
+                        continue
+                    from_awaiting = min(left, fl.awaiting)
+                    fl.awaiting -= from_awaiting
+                    fl.cancelled += from_awaiting
+                    left -= from_awaiting
+                    from_reserved = min(left, fl.reserved)
+                    if from_reserved:
+                        fl.reserved -= from_reserved
+                        fl.cancelled += from_reserved
+                        left -= from_reserved
+                        legs.append(Leg(Kind.RELEASE, fl.sku_id, f.location_id, from_reserved,
+                                        Deltas(reserved=-from_reserved), order_id=order_id, fulfilment_id=f.id))  # fmt: skip
+            ol.cancelled += qty - left - take
+            if left:
+                errors.append({"field": f"lines[{i}].qty", "message": f"only {qty - left} of {sku} can still be cancelled"})
+        if errors:
+            raise InvalidInput("cannot cancel those units", errors, "cannot_cancel")
+        for f in fuls:
+            if lifecycle.is_open(f.status) and f.type != "transfer":
+                fl_all = _lines(session, f.id)
+                if all(fl.reserved == 0 and fl.awaiting == 0 for fl in fl_all):
+                    legs += _release(session, f, fl_all, now)
+                    f.status, f.updated_at = Status.CANCELLED.value, now
+                    evs.append(_event(f, "fulfilment.cancelled"))
+        evs.append({"type": "order.cancelled", "order_id": order_id,
+                    "payload": {"order_id": order_id, "lines": [{"sku": s, "qty": q} for s, q in lines]}})  # fmt: skip
+    _move(session, legs, now)
+    events.emit(session, evs, now)
+    session.flush()
+    refresh_order_status(session, order_id, now)
+    session.flush()
+    session.expire_all()
+    return get_order(session, order_id)
+
+
+# ---------------------------------------------------------------- returns
+def record_return(
+    session: Session, order_id: int, *, location: str, lines: Sequence[tuple[str, int, bool]],
+    external_ref: str | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Put delivered units back at a chosen location (restocked only if resellable)."""
+    now = utcnow()
+    _order_row(session, order_id, lock=True)
+    loc = session.scalar(select(Location).where(Location.code == location))
+    if loc is None:
+        raise InvalidInput("unknown location", [{"field": "location", "message": f"unknown location {location!r}"}], "unknown_location")
+    ids = _sku_ids(session, [s for s, _, _ in lines])
+    delivered: dict[int, int] = {}
+    for sku_id, done in session.execute(
+        select(FulfilmentLine.sku_id, FulfilmentLine.done)
+        .join(Fulfilment, Fulfilment.id == FulfilmentLine.fulfilment_id)
+        .where(Fulfilment.order_id == order_id, Fulfilment.type != "transfer")
+    ).tuples():  # fmt: skip
+        delivered[sku_id] = delivered.get(sku_id, 0) + done
+    order_lines = {ln.sku_id: ln for ln in session.scalars(select(OrderLine).where(OrderLine.order_id == order_id).with_for_update())}
+    errors = []
+    legs = []
+    for i, (sku, qty, resellable) in enumerate(lines):
+        ol = order_lines.get(ids[sku])
+        can = delivered.get(ids[sku], 0) - (ol.returned if ol else 0)
+        if ol is None or qty > can:
+            errors.append({"field": f"lines[{i}].qty", "message": f"{max(can, 0)} of {sku} delivered and not yet returned"})
+            continue
+        ol.returned += qty
+        legs.append(Leg(Kind.RETURN, ids[sku], loc.id, qty, Deltas(on_hand=qty if resellable else 0),
+                        reason="resellable" if resellable else "not_resellable", order_id=order_id,
+                        source="returns" if external_ref else "omnistock",
+                        external_ref=f"{external_ref}:{sku}" if external_ref else None))  # fmt: skip
+    if errors:
+        raise InvalidInput("cannot return those units", errors, "cannot_return")
+    try:
+        _move(session, legs, now)
+    except Exception as exc:
+        from sqlalchemy.exc import IntegrityError
+
+        if isinstance(exc, IntegrityError):
+            raise IdempotencyConflict("this return was already recorded", external_ref=external_ref) from exc
+        raise
+    events.emit(session, [{"type": "order.returned", "order_id": order_id,
+                           "payload": {"order_id": order_id, "location": location,
+                                       "lines": [{"sku": s, "qty": q, "resellable": r} for s, q, r in lines]}}], now)  # fmt: skip
+    session.flush()
+    return get_order(session, order_id)
+
+
+# ---------------------------------------------------------------- shortages
+def handle_shortages(session: Session, keys: Sequence[tuple[int, int]], policy: Policy, now: datetime) -> list[dict[str, Any]]:
+    """After an outside fact: where on_hand no longer covers reserved, move the newest promises
+    elsewhere if stock allows, else flag them at risk; every affected fulfilment gets an event."""
+    short = session.execute(
+        select(StockLevel.sku_id, StockLevel.location_id, StockLevel.on_hand, StockLevel.reserved)
+        .where(tuple_in(keys), StockLevel.reserved > StockLevel.on_hand)
+        .order_by(StockLevel.sku_id, StockLevel.location_id)
+    ).all()
+    report = []
+    for sku_id, loc_id, on_hand, reserved in short:
+        gap = reserved - max(on_hand, 0)
+        affected = session.execute(
+            select(Fulfilment, FulfilmentLine)
+            .join(FulfilmentLine, FulfilmentLine.fulfilment_id == Fulfilment.id)
+            .where(Fulfilment.location_id == loc_id, FulfilmentLine.sku_id == sku_id, FulfilmentLine.reserved > 0,
+                   Fulfilment.status.in_([s.value for s in lifecycle.OPEN]))
+            .order_by(Fulfilment.id.desc())
+            .with_for_update()
+        ).tuples().all()  # fmt: skip
+        for f, fl in affected:
+            if gap <= 0:
+                break
+            qty = min(gap, fl.reserved)
+            gap -= qty
+            moved_to = _reroute(session, f, fl, qty, policy, now) if f.type != "transfer" else None
+            if moved_to is None:
+                f.at_risk = True
+            report.append({"fulfilment_id": f.id, "order_id": f.order_id, "sku_id": sku_id, "qty": qty,
+                           "rerouted_to": moved_to})  # fmt: skip
+            events.emit(session, [_event(f, "fulfilment.shortage", qty=qty, rerouted_to=moved_to,
+                                         at_risk=moved_to is None)], now)  # fmt: skip
+    return report
+
+
+def tuple_in(keys: Sequence[tuple[int, int]]) -> Any:
+    from sqlalchemy import tuple_
+
+    return tuple_(StockLevel.sku_id, StockLevel.location_id).in_(list(keys))
+
+
+def _reroute(session: Session, f: Fulfilment, fl: FulfilmentLine, qty: int, policy: Policy, now: datetime) -> str | None:
+    """Try to take qty of one line from elsewhere; returns the new location code, or None."""
+    order = _order_row(session, f.order_id)
+    sku_code = session.scalar(select(Sku.code).where(Sku.id == fl.sku_id))
+    channel_code = session.scalar(select(Channel.code).where(Channel.id == order.channel_id))
+    if sku_code is None or channel_code is None:
+        return None
+    ctx = Context(order.channel_id, _channel(session, channel_code)[1] == "online", {sku_code: fl.sku_id})
+    candidates = load_candidates(session, ctx, now)
+    taken = {row[0] for row in session.execute(
+        select(Fulfilment.location_id).where(Fulfilment.order_id == order.id, Fulfilment.status != "allocated")
+    ).all()}  # fmt: skip
+    own = next(code for code, loc in ctx.locations.items() if loc.id == f.location_id)
+    usable = [
+        routing.Candidate(**{**c.__dict__, "stock": {sku_code: 0}}) if c.code == own or ctx.locations[c.code].id in taken else c
+        for c in candidates
+    ]
+    if f.type == "pickup":
+        request = routing.RoutingRequest((routing.Line(sku_code, qty),), routing.PickupAt(own), True, False)
+    else:
+        request = routing.RoutingRequest((routing.Line(sku_code, qty),), routing.ShipTo(order.ship_lat, order.ship_lon), False, False)
+    decision = routing.route(request, usable, policy.routing_policy())
+    sources = [a for a in decision.allocations if a.lines and a.location != own]
+    if decision.status != "allocated" or len(sources) != 1:
+        return None
+    target = sources[0]
+    target_id = ctx.locations[target.location].id
+    try:
+        with session.begin_nested():
+            reserve(session, ctx, {(fl.sku_id, target_id): qty}, now)
+    except LostRace:
+        return None
+    legs = [Leg(Kind.RELEASE, fl.sku_id, f.location_id, qty, Deltas(reserved=-qty), order_id=f.order_id,
+                fulfilment_id=f.id, reason="shortage")]  # fmt: skip
+    fl.reserved -= qty
+    if f.type == "pickup":
+        # The pickup still happens here; the units now come by transfer.
+        fl.awaiting += qty
+        new_type, to_loc = "transfer", f.location_id
+    else:
+        fl.cancelled += qty
+        new_type, to_loc = "ship", None
+    existing = session.scalars(select(Fulfilment).where(
+        Fulfilment.order_id == f.order_id, Fulfilment.location_id == target_id, Fulfilment.type == new_type,
+        Fulfilment.status == "allocated")).first()  # fmt: skip
+    if existing is None:
+        existing = Fulfilment(order_id=f.order_id, location_id=target_id, type=new_type, status="allocated",
+                              to_location_id=to_loc, feeds_fulfilment_id=f.id if new_type == "transfer" else None,
+                              at_risk=False, created_at=now, updated_at=now)  # fmt: skip
+        session.add(existing)
+        session.flush()
+    line = session.scalars(select(FulfilmentLine).where(FulfilmentLine.fulfilment_id == existing.id,
+                                                        FulfilmentLine.sku_id == fl.sku_id)).first()  # fmt: skip
+    if line is None:
+        session.add(FulfilmentLine(fulfilment_id=existing.id, sku_id=fl.sku_id, qty=qty, reserved=qty, awaiting=0, done=0, cancelled=0))
+    else:
+        line.qty += qty
+        line.reserved += qty
+    legs.append(Leg(Kind.RESERVATION, fl.sku_id, target_id, qty, Deltas(reserved=qty), order_id=f.order_id,
+                    fulfilment_id=existing.id, reason="shortage"))  # fmt: skip
+    if new_type == "transfer":
+        legs.append(Leg(Kind.TRANSFER_EXPECTED, fl.sku_id, f.location_id, qty, Deltas(incoming=qty),
+                        order_id=f.order_id, fulfilment_id=existing.id, reason="shortage"))  # fmt: skip
+    # The new location's reserved was already raised by reserve(); record it without applying twice.
+    applied = [leg for leg in legs if not (leg.kind is Kind.RESERVATION)]
+    totals: dict[tuple[int, int], Deltas] = {}
+    for leg in applied:
+        totals[leg.key] = totals.get(leg.key, Deltas()) + leg.deltas
+    ensure_levels(session, totals)
+    apply_deltas(session, totals, now)
+    insert_movements(session, legs, now)
+    if all(x.reserved == 0 and x.awaiting == 0 for x in _lines(session, f.id)) and f.type == "ship":
+        f.status, f.updated_at = Status.CANCELLED.value, now
+    events.emit(session, [{"type": "fulfilment.allocated", "order_id": f.order_id, "fulfilment_id": existing.id,
+                           "payload": {"order_id": f.order_id, "fulfilment_id": existing.id, "location": target.location,
+                                       "type": new_type, "lines": [{"sku": sku_code, "qty": qty}], "reason": "shortage"}}], now)  # fmt: skip
+    return target.location
+
+
+def get_fulfilment(session: Session, fid: int, *, scope: frozenset[int] | None = None) -> dict[str, Any]:
+    """One fulfilment with its lines; staff only for their own locations."""
+    f = session.get(Fulfilment, fid)
+    if f is None:
+        raise NotFound(f"no fulfilment {fid}", fulfilment_id=fid)
+    if scope is not None and f.location_id not in scope:
+        from app.domain.errors import Forbidden
+
+        raise Forbidden("this key is not for that location")
+    locs = dict(session.execute(select(Location.id, Location.code)).tuples().all())
+    rows = session.execute(
+        select(FulfilmentLine, Sku.code).join(Sku, Sku.id == FulfilmentLine.sku_id)
+        .where(FulfilmentLine.fulfilment_id == fid).order_by(FulfilmentLine.id)
+    ).tuples().all()  # fmt: skip
+    return fulfilment_out(f, locs, [_fline_out(fl, code) for fl, code in rows])

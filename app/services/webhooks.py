@@ -1,0 +1,191 @@
+"""Webhook subscriptions and deliveries: signed, retried with backoff, disabled when dead."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from app.domain.errors import InvalidInput, NotFound
+from app.models import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookSubscription
+from app.services.events import EVENT_TYPES
+
+MAX_ATTEMPTS = 12
+DISABLE_AFTER_FAILURES = 20
+BACKOFF_BASE_S = 5
+BACKOFF_CAP_S = 3600
+
+
+def _check_types(types: list[str]) -> None:
+    bad = [t for t in types if t != "*" and t not in EVENT_TYPES]
+    if bad:
+        raise InvalidInput(
+            "unknown event types",
+            [{"field": "event_types", "message": f"unknown: {', '.join(bad)}; known: {', '.join(EVENT_TYPES)}"}],
+        )
+
+
+def subscription_out(sub: WebhookSubscription) -> dict[str, Any]:
+    return {"id": sub.id, "url": sub.url, "event_types": sub.event_types, "active": sub.active,
+            "consecutive_failures": sub.consecutive_failures, "disabled_reason": sub.disabled_reason}  # fmt: skip
+
+
+def create(session: Session, *, url: str, secret: str, event_types: list[str]) -> dict[str, Any]:
+    """Subscribe an endpoint to event types; it receives events from now on."""
+    _check_types(event_types)
+    latest = session.scalar(select(func.max(OutboxEvent.id))) or 0
+    sub = WebhookSubscription(url=url, secret=secret, event_types=event_types, active=True,
+                              consecutive_failures=0, last_event_id=latest)  # fmt: skip
+    session.add(sub)
+    session.flush()
+    return subscription_out(sub)
+
+
+def _get(session: Session, sub_id: int) -> WebhookSubscription:
+    sub = session.get(WebhookSubscription, sub_id, with_for_update=True)
+    if sub is None:
+        raise NotFound(f"no webhook {sub_id}", webhook_id=sub_id)
+    return sub
+
+
+def update_subscription(session: Session, sub_id: int, data: dict[str, Any]) -> dict[str, Any]:
+    """Change a subscription; re-activating it clears its failure count."""
+    sub = _get(session, sub_id)
+    if data.get("event_types") is not None:
+        _check_types(data["event_types"])
+        sub.event_types = data["event_types"]
+    if data.get("url") is not None:
+        sub.url = data["url"]
+    if data.get("active") is not None:
+        sub.active = data["active"]
+        if sub.active:
+            sub.consecutive_failures = 0
+            sub.disabled_reason = None
+    session.flush()
+    return subscription_out(sub)
+
+
+def delete(session: Session, sub_id: int) -> None:
+    """Remove a subscription and its pending deliveries."""
+    session.delete(_get(session, sub_id))
+
+
+def list_subscriptions(session: Session) -> list[dict[str, Any]]:
+    """Every subscription (never its secret)."""
+    return [subscription_out(s) for s in session.scalars(select(WebhookSubscription).order_by(WebhookSubscription.id))]
+
+
+def list_deliveries(session: Session, sub_id: int, limit: int = 100) -> list[dict[str, Any]]:
+    """A subscription's latest deliveries, newest first."""
+    rows = session.execute(
+        select(WebhookDelivery, OutboxEvent.type).join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
+        .where(WebhookDelivery.subscription_id == sub_id).order_by(WebhookDelivery.id.desc()).limit(limit)
+    ).tuples().all()  # fmt: skip
+    return [{"id": d.id, "event_id": d.event_id, "event_type": t, "status": d.status, "attempts": d.attempts,
+             "next_attempt_at": d.next_attempt_at, "delivered_at": d.delivered_at, "last_error": d.last_error}
+            for d, t in rows]  # fmt: skip
+
+
+def fan_out(session: Session, now: datetime, batch: int = 1000) -> int:
+    """Create a pending delivery for every new event each active subscription wants."""
+    created = 0
+    for sub in session.scalars(select(WebhookSubscription).where(WebhookSubscription.active).with_for_update()):
+        evs = session.execute(
+            select(OutboxEvent.id, OutboxEvent.type).where(OutboxEvent.id > sub.last_event_id)
+            .order_by(OutboxEvent.id).limit(batch)
+        ).all()  # fmt: skip
+        if not evs:
+            continue
+        wanted = [eid for eid, etype in evs if "*" in sub.event_types or etype in sub.event_types]
+        if wanted:
+            session.execute(insert(WebhookDelivery), [
+                {"subscription_id": sub.id, "event_id": eid, "status": "pending", "attempts": 0,
+                 "next_attempt_at": now} for eid in wanted])  # fmt: skip
+            created += len(wanted)
+        sub.last_event_id = evs[-1][0]
+    return created
+
+
+@dataclass(frozen=True)
+class Due:
+    delivery_id: int
+    subscription_id: int
+    url: str
+    secret: str
+    event_id: int
+    event_type: str
+    body: bytes
+
+
+def due(session: Session, now: datetime, limit: int = 200) -> list[Due]:
+    """Deliveries whose next attempt is due, oldest first, for active subscriptions."""
+    rows = session.execute(
+        select(WebhookDelivery.id, WebhookSubscription.id, WebhookSubscription.url, WebhookSubscription.secret,
+               OutboxEvent.id, OutboxEvent.type, OutboxEvent.payload, OutboxEvent.created_at)
+        .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
+        .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
+        .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now, WebhookSubscription.active)
+        .order_by(WebhookDelivery.id).limit(limit)
+    ).all()  # fmt: skip
+    out = []
+    for did, sid, url, secret, eid, etype, payload, created in rows:
+        body = json.dumps({"id": eid, "type": etype, "created_at": created.isoformat(), "data": payload},
+                          separators=(",", ":"), sort_keys=True).encode()  # fmt: skip
+        out.append(Due(did, sid, url, secret, eid, etype, body))
+    return out
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    """HMAC-SHA256 over 'timestamp.body', as sent in X-Omnistock-Signature: t=...,v1=..."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={mac}"
+
+
+def backoff(attempts: int, retry_after_s: float | None) -> timedelta:
+    """Exponential backoff from 5 s to an hour; a receiver's Retry-After wins if it is longer."""
+    delay = min(BACKOFF_BASE_S * 2 ** max(attempts - 1, 0), BACKOFF_CAP_S)
+    if retry_after_s is not None:
+        delay = max(delay, min(retry_after_s, BACKOFF_CAP_S))
+    return timedelta(seconds=delay)
+
+
+def record_attempt(
+    session: Session, d: Due, *, now: datetime, status_code: int | None, error: str | None,
+    duration_ms: int, retry_after_s: float | None = None,
+) -> str:  # fmt: skip
+    """Record one attempt; a 2xx delivers, anything else schedules a retry or gives up."""
+    delivery = session.get(WebhookDelivery, d.delivery_id, with_for_update=True)
+    sub = session.get(WebhookSubscription, d.subscription_id, with_for_update=True)
+    if delivery is None or sub is None:
+        return "gone"
+    session.execute(insert(WebhookAttempt).values(delivery_id=delivery.id, attempted_at=now, status_code=status_code,
+                                                  error=(error or "")[:1000] or None, duration_ms=duration_ms))  # fmt: skip
+    delivery.attempts += 1
+    ok = status_code is not None and 200 <= status_code < 300
+    if ok:
+        delivery.status, delivery.delivered_at, delivery.last_error = "delivered", now, None
+        sub.consecutive_failures = 0
+        return "delivered"
+    delivery.last_error = (error or f"HTTP {status_code}")[:1000]
+    sub.consecutive_failures += 1
+    if delivery.attempts >= MAX_ATTEMPTS:
+        delivery.status = "failed"
+    else:
+        delivery.next_attempt_at = now + backoff(delivery.attempts, retry_after_s)
+    if sub.consecutive_failures >= DISABLE_AFTER_FAILURES and sub.active:
+        sub.active = False
+        sub.disabled_reason = f"disabled after {sub.consecutive_failures} consecutive failures: {delivery.last_error}"
+    return delivery.status
+
+
+def pending_count(session: Session) -> int:
+    """Deliveries still owed (for metrics and tests)."""
+    return int(session.scalar(select(func.count()).select_from(WebhookDelivery).where(WebhookDelivery.status == "pending")) or 0)
+
+
