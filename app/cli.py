@@ -138,9 +138,11 @@ demo_group = AppGroup("demo", help="Demo data.")
 
 @demo_group.command("seed")
 @click.option("--skus", default=240, show_default=True)
+@click.option("--locations", "location_count", default=9, show_default=True,
+              help="1 warehouse + stores; above 9, extra suburban stores are generated")  # fmt: skip
 @click.option("--keys-file", type=click.Path(dir_okay=False), default=None,
               help="Also write the new keys to this file (mode 600)")  # fmt: skip
-def demo_seed(skus: int, keys_file: str | None) -> None:
+def demo_seed(skus: int, location_count: int, keys_file: str | None) -> None:
     """Build a demo retailer (a warehouse, stores, SKUs, stock) and print its keys once."""
     from app import demo
 
@@ -148,7 +150,7 @@ def demo_seed(skus: int, keys_file: str | None) -> None:
         if demo.is_seeded(session):
             click.echo("demo data already present; nothing done")
             return
-        created = demo.seed(session, sku_count=skus)
+        created = demo.seed(session, sku_count=skus, location_count=location_count)
     lines = [f"{role}\t{scope}\t{plain}" for role, scope, plain in created.keys]
     click.echo(f"seeded {created.locations} locations, {created.skus} SKUs, {created.movements} movements")
     click.echo("API keys (shown once):")

@@ -6,9 +6,9 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
-    JSON,
     CheckConstraint,
     Date,
     Float,
@@ -343,9 +343,7 @@ class WebhookDelivery(Base):
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    subscription_id: Mapped[int] = mapped_column(
-        ForeignKey("webhook_subscriptions.id", ondelete="CASCADE")
-    )
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("webhook_subscriptions.id", ondelete="CASCADE"))
     event_id: Mapped[int] = mapped_column(ForeignKey("outbox_events.id"))
     status: Mapped[str] = mapped_column(String(16))  # pending, delivered, failed
     attempts: Mapped[int] = mapped_column(Integer, server_default="0")

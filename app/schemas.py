@@ -251,7 +251,8 @@ class MovementBatchOut(BaseModel):
     duplicates: int
     results: list[MovementResult]
     shortages: list[ShortageOut] = Field(
-        default_factory=list, description="Open fulfilments this batch left short: re-routed or flagged at risk"
+        default_factory=list,
+        description="Open fulfilments this batch left short: re-routed or flagged at risk",
     )
 
 
@@ -404,7 +405,9 @@ class PickupDelivery(Strict):
 
 
 class OrderIn(Strict):
-    external_id: str | None = Field(None, min_length=1, max_length=100, description="The storefront's own order id")
+    external_id: str | None = Field(
+        None, min_length=1, max_length=100, description="The storefront's own order id"
+    )
     channel: Code = "web"
     customer_ref: str | None = Field(None, min_length=1, max_length=200)
     lines: list[OrderLineIn] = Field(min_length=1, max_length=200)

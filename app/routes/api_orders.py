@@ -148,7 +148,9 @@ def record_return(path: OrderPath, body: ReturnIn) -> ApiResult:
     lines = [(ln.sku, ln.qty, ln.resellable) for ln in body.lines]
     return transaction(
         session_factory(),
-        lambda s: orders.record_return(s, path.id, location=body.location, lines=lines, external_ref=body.external_ref),
+        lambda s: orders.record_return(
+            s, path.id, location=body.location, lines=lines, external_ref=body.external_ref
+        ),
     )
 
 

@@ -33,7 +33,10 @@ ERRORS: dict[int | str, Any] = {401: Problem, 403: Problem, 404: Problem, 422: P
 @roles("ops")
 def create_webhook(body: WebhookIn) -> ApiResult:
     """Subscribe an endpoint to event types; deliveries are HMAC-SHA256 signed with the secret."""
-    out = transaction(session_factory(), lambda s: webhooks.create(s, url=body.url, secret=body.secret, event_types=body.event_types))
+    out = transaction(
+        session_factory(),
+        lambda s: webhooks.create(s, url=body.url, secret=body.secret, event_types=body.event_types),
+    )
     return out, 201
 
 
@@ -49,7 +52,10 @@ def list_webhooks() -> ApiResult:
 @roles("ops")
 def update_webhook(path: WebhookPath, body: WebhookUpdate) -> ApiResult:
     """Change a subscription; set active=true to revive a disabled one."""
-    return transaction(session_factory(), lambda s: webhooks.update_subscription(s, path.id, body.model_dump(exclude_unset=True)))
+    return transaction(
+        session_factory(),
+        lambda s: webhooks.update_subscription(s, path.id, body.model_dump(exclude_unset=True)),
+    )
 
 
 @bp.delete("/webhooks/<int:id>", responses={204: None, **ERRORS})

@@ -41,7 +41,9 @@ def emit(session: Session, events: Iterable[dict[str, Any]], now: datetime | Non
         session.connection().execute(insert(OutboxEvent), rows)
 
 
-def stock_transitions(session: Session, changed: Mapping[tuple[int, int], Deltas], now: datetime | None = None) -> None:
+def stock_transitions(
+    session: Session, changed: Mapping[tuple[int, int], Deltas], now: datetime | None = None
+) -> None:
     """Emit out_of_stock / back_in_stock where this transaction moved availability across zero.
 
     Called after the levels were updated in this transaction: the rows are locked by our own
@@ -90,7 +92,9 @@ def stock_transitions(session: Session, changed: Mapping[tuple[int, int], Deltas
                 {
                     "type": "stock.back_in_stock" if available > 0 else "stock.out_of_stock",
                     "payload": {
-                        "sku": sku_codes[sku_id], "location": loc_code, "channel": channel,
+                        "sku": sku_codes[sku_id],
+                        "location": loc_code,
+                        "channel": channel,
                         "available": available,
                     },
                 }  # fmt: skip

@@ -132,7 +132,11 @@ def _channel(session: Session, code: str) -> tuple[int, str]:
         return hit[1], hit[2]
     row = session.execute(select(Channel.id, Channel.kind).where(Channel.code == code)).one_or_none()
     if row is None:
-        raise InvalidInput("unknown channel", [{"field": "channel", "message": f"unknown channel {code!r}"}], "unknown_channel")
+        raise InvalidInput(
+            "unknown channel",
+            [{"field": "channel", "message": f"unknown channel {code!r}"}],
+            "unknown_channel",
+        )
     with _IDS.lock:
         _IDS.channels[code] = (time.monotonic() + CHANNEL_TTL_S, row[0], row[1])
     return row[0], row[1]
@@ -162,7 +166,9 @@ def place_point(session: Session, delivery: Delivery) -> tuple[float | None, flo
         pc = " ".join(delivery.postcode.upper().split())
         tries = [pc, pc.split(" ")[0]] if " " in pc else [pc, pc[:-3].strip() if len(pc) > 4 else pc]
         for code in tries:
-            row = session.execute(select(Postcode.lat, Postcode.lon).where(Postcode.code == code)).one_or_none()
+            row = session.execute(
+                select(Postcode.lat, Postcode.lon).where(Postcode.code == code)
+            ).one_or_none()
             if row is not None:
                 return row[0], row[1]
         raise InvalidInput(
@@ -279,14 +285,18 @@ def explain(decision: routing.RoutingDecision) -> dict[str, Any]:
         ],
         "allocations": [
             {
-                "location": a.location, "type": a.type, "to_location": a.to_location,
+                "location": a.location,
+                "type": a.type,
+                "to_location": a.to_location,
                 "lines": [{"sku": ln.sku, "qty": ln.qty} for ln in a.lines],
                 "collect_lines": [{"sku": ln.sku, "qty": ln.qty} for ln in a.collect_lines],
             }
             for a in decision.allocations
         ],  # fmt: skip
         "backordered": [{"sku": ln.sku, "qty": ln.qty} for ln in decision.backordered],
-        "alternatives": [{"location": a.location, "distance_km": a.distance_km} for a in decision.alternatives],
+        "alternatives": [
+            {"location": a.location, "distance_km": a.distance_km} for a in decision.alternatives
+        ],
     }
 
 
@@ -309,13 +319,17 @@ def _validate(cmd: PlaceOrder) -> None:
     seen: dict[str, int] = {}
     for i, (sku, _qty) in enumerate(cmd.lines):
         if sku in seen:
-            errors.append({"field": f"lines[{i}].sku", "message": f"{sku} is already lines[{seen[sku]}]; merge them"})
+            errors.append(
+                {"field": f"lines[{i}].sku", "message": f"{sku} is already lines[{seen[sku]}]; merge them"}
+            )
         seen[sku] = i
     if errors:
         raise InvalidInput("duplicate lines", errors)
 
 
-def decide(session: Session, cmd: PlaceOrder, policy: Policy, now: datetime) -> tuple[Context, routing.RoutingDecision, tuple[float | None, float | None]]:
+def decide(
+    session: Session, cmd: PlaceOrder, policy: Policy, now: datetime
+) -> tuple[Context, routing.RoutingDecision, tuple[float | None, float | None]]:
     """Route an order against fresh stock; writes nothing."""
     _validate(cmd)
     channel_id, kind = _channel(session, cmd.channel)
@@ -384,7 +398,11 @@ def release_capacity(session: Session, location_id: int, day: date) -> None:
     """Give a cancelled shipment's capacity back to its day."""
     session.execute(
         update(LocationDayUsage)
-        .where(LocationDayUsage.location_id == location_id, LocationDayUsage.day == day, LocationDayUsage.used > 0)
+        .where(
+            LocationDayUsage.location_id == location_id,
+            LocationDayUsage.day == day,
+            LocationDayUsage.used > 0,
+        )
         .values(used=LocationDayUsage.used - 1)
     )
 
@@ -540,7 +558,9 @@ def _dialect_insert(session: Session, table: Any) -> Any:
     return (sqlite if is_sqlite(session.get_bind()) else postgresql).insert(table)  # type: ignore[arg-type]
 
 
-def _delivery_out(kind: str, lat: float | None, lon: float | None, postcode: str | None, location: str | None) -> dict[str, Any]:
+def _delivery_out(
+    kind: str, lat: float | None, lon: float | None, postcode: str | None, location: str | None
+) -> dict[str, Any]:
     if kind == "pickup":
         return {"type": "pickup", "location": location}
     return {"type": "ship", "lat": lat, "lon": lon, "postcode": postcode}
@@ -575,8 +595,13 @@ def orders_out(session: Session, orders: Sequence[Order]) -> list[dict[str, Any]
     ).tuples():  # fmt: skip
         skus[ln.sku_id] = code
         lines.setdefault(ln.order_id, []).append(
-            {"sku": code, "qty": ln.qty, "backordered": ln.backordered, "cancelled": ln.cancelled,
-             "returned": ln.returned}  # fmt: skip
+            {
+                "sku": code,
+                "qty": ln.qty,
+                "backordered": ln.backordered,
+                "cancelled": ln.cancelled,
+                "returned": ln.returned,
+            }  # fmt: skip
         )
     locs = dict(session.execute(select(Location.id, Location.code)).tuples().all())
     chans = dict(session.execute(select(Channel.id, Channel.code)).tuples().all())
@@ -629,13 +654,17 @@ class OrderFilter:
     allowed_locations: frozenset[int] | None = None
 
 
-def list_orders(session: Session, flt: OrderFilter, *, before_id: int | None, limit: int) -> tuple[list[dict[str, Any]], int | None]:
+def list_orders(
+    session: Session, flt: OrderFilter, *, before_id: int | None, limit: int
+) -> tuple[list[dict[str, Any]], int | None]:
     """Orders newest first with filters, keyset-paged by id."""
     stmt = select(Order).order_by(Order.id.desc()).limit(limit + 1)
     if flt.status:
         stmt = stmt.where(Order.status == flt.status)
     if flt.channel:
-        stmt = stmt.where(Order.channel_id == select(Channel.id).where(Channel.code == flt.channel).scalar_subquery())
+        stmt = stmt.where(
+            Order.channel_id == select(Channel.id).where(Channel.code == flt.channel).scalar_subquery()
+        )
     if flt.customer_ref:
         stmt = stmt.where(Order.customer_ref == flt.customer_ref)
     if flt.created_from:
@@ -645,7 +674,10 @@ def list_orders(session: Session, flt: OrderFilter, *, before_id: int | None, li
     if flt.location or flt.allowed_locations is not None:
         sub = select(Fulfilment.order_id).where(Fulfilment.order_id == Order.id)
         if flt.location:
-            sub = sub.where(Fulfilment.location_id == select(Location.id).where(Location.code == flt.location).scalar_subquery())
+            sub = sub.where(
+                Fulfilment.location_id
+                == select(Location.id).where(Location.code == flt.location).scalar_subquery()
+            )
         if flt.allowed_locations is not None:
             sub = sub.where(Fulfilment.location_id.in_(flt.allowed_locations))
         stmt = stmt.where(sub.exists())
@@ -686,14 +718,22 @@ def _event(f: Fulfilment, type_: str, **extra: Any) -> dict[str, Any]:
 
 def refresh_order_status(session: Session, order_id: int, now: datetime) -> str:
     """Recompute an order's status from its fulfilments and back-ordered units."""
-    fs = session.execute(select(Fulfilment.type, Fulfilment.status).where(Fulfilment.order_id == order_id)).tuples().all()
-    back = sum(ln.backordered for ln in session.scalars(select(OrderLine).where(OrderLine.order_id == order_id)))
+    fs = (
+        session.execute(select(Fulfilment.type, Fulfilment.status).where(Fulfilment.order_id == order_id))
+        .tuples()
+        .all()
+    )
+    back = sum(
+        ln.backordered for ln in session.scalars(select(OrderLine).where(OrderLine.order_id == order_id))
+    )
     status = lifecycle.order_status(list(fs), back)
     session.execute(update(Order).where(Order.id == order_id).values(status=status, updated_at=now))
     return status
 
 
-def transition(session: Session, fid: int, target: Status, *, scope: frozenset[int] | None = None) -> dict[str, Any]:
+def transition(
+    session: Session, fid: int, target: Status, *, scope: frozenset[int] | None = None
+) -> dict[str, Any]:
     """Move a fulfilment along one edge of its life cycle, with the ledger movements it implies."""
     now = utcnow()
     _order_row(session, _peek_order(session, fid), lock=True)
@@ -726,7 +766,11 @@ def transition(session: Session, fid: int, target: Status, *, scope: frozenset[i
     session.flush()
     refresh_order_status(session, f.order_id, now)
     locs = dict(session.execute(select(Location.id, Location.code)).tuples().all())
-    codes = dict(session.execute(select(Sku.id, Sku.code).where(Sku.id.in_([ln.sku_id for ln in lines]))).tuples().all())
+    codes = dict(
+        session.execute(select(Sku.id, Sku.code).where(Sku.id.in_([ln.sku_id for ln in lines])))
+        .tuples()
+        .all()
+    )
     return fulfilment_out(f, locs, [_fline_out(ln, codes[ln.sku_id]) for ln in lines])
 
 
@@ -752,7 +796,9 @@ def _release(session: Session, f: Fulfilment, lines: list[FulfilmentLine], now: 
         ln.awaiting = 0
     if f.type == "pickup":
         # Transfers feeding this pickup have nowhere to go: cancel those not yet on the road.
-        for t in session.scalars(select(Fulfilment).where(Fulfilment.feeds_fulfilment_id == f.id).with_for_update()):
+        for t in session.scalars(
+            select(Fulfilment).where(Fulfilment.feeds_fulfilment_id == f.id).with_for_update()
+        ):
             if lifecycle.is_open(t.status):
                 legs += _release(session, t, _lines(session, t.id), now)
                 t.status = Status.CANCELLED.value
@@ -769,7 +815,9 @@ def _receive_transfer(session: Session, f: Fulfilment, lines: list[FulfilmentLin
     """Units arrive at the pickup store: incoming becomes on_hand, reserved for the pickup."""
     if f.to_location_id is None:
         return []
-    pickup = session.scalars(select(Fulfilment).where(Fulfilment.id == f.feeds_fulfilment_id).with_for_update()).first()
+    pickup = session.scalars(
+        select(Fulfilment).where(Fulfilment.id == f.feeds_fulfilment_id).with_for_update()
+    ).first()
     pickup_lines = {ln.sku_id: ln for ln in _lines(session, pickup.id)} if pickup else {}
     legs = []
     for ln in lines:
@@ -788,17 +836,23 @@ def _receive_transfer(session: Session, f: Fulfilment, lines: list[FulfilmentLin
     return legs
 
 
-def cancel_order(session: Session, order_id: int, lines: Sequence[tuple[str, int]] | None = None) -> dict[str, Any]:
+def cancel_order(
+    session: Session, order_id: int, lines: Sequence[tuple[str, int]] | None = None
+) -> dict[str, Any]:
     """Cancel a whole order, or some units of some lines; released units return to available."""
     now = utcnow()
     order = _order_row(session, order_id, lock=True)
     fuls = list(session.scalars(select(Fulfilment).where(Fulfilment.order_id == order_id)
                                 .order_by(Fulfilment.id).with_for_update()))  # fmt: skip
-    order_lines = {ln.sku_id: ln for ln in session.scalars(select(OrderLine).where(OrderLine.order_id == order_id))}
+    order_lines = {
+        ln.sku_id: ln for ln in session.scalars(select(OrderLine).where(OrderLine.order_id == order_id))
+    }
     legs: list[Leg] = []
     evs: list[dict[str, Any]] = []
     if lines is None:
-        if not any(lifecycle.is_open(f.status) for f in fuls) and not any(ln.backordered for ln in order_lines.values()):
+        if not any(lifecycle.is_open(f.status) for f in fuls) and not any(
+            ln.backordered for ln in order_lines.values()
+        ):
             raise lifecycle.InvalidTransition("nothing left to cancel in this order", status=order.status)
         for f in fuls:
             if lifecycle.is_open(f.status) and f.type != "transfer":
@@ -841,7 +895,12 @@ def cancel_order(session: Session, order_id: int, lines: Sequence[tuple[str, int
                                         Deltas(reserved=-from_reserved), order_id=order_id, fulfilment_id=f.id))  # fmt: skip
             ol.cancelled += qty - left - take
             if left:
-                errors.append({"field": f"lines[{i}].qty", "message": f"only {qty - left} of {sku} can still be cancelled"})
+                errors.append(
+                    {
+                        "field": f"lines[{i}].qty",
+                        "message": f"only {qty - left} of {sku} can still be cancelled",
+                    }
+                )
         if errors:
             raise InvalidInput("cannot cancel those units", errors, "cannot_cancel")
         for f in fuls:
@@ -872,7 +931,11 @@ def record_return(
     _order_row(session, order_id, lock=True)
     loc = session.scalar(select(Location).where(Location.code == location))
     if loc is None:
-        raise InvalidInput("unknown location", [{"field": "location", "message": f"unknown location {location!r}"}], "unknown_location")
+        raise InvalidInput(
+            "unknown location",
+            [{"field": "location", "message": f"unknown location {location!r}"}],
+            "unknown_location",
+        )
     ids = _sku_ids(session, [s for s, _, _ in lines])
     delivered: dict[int, int] = {}
     for sku_id, done in session.execute(
@@ -881,14 +944,22 @@ def record_return(
         .where(Fulfilment.order_id == order_id, Fulfilment.type != "transfer")
     ).tuples():  # fmt: skip
         delivered[sku_id] = delivered.get(sku_id, 0) + done
-    order_lines = {ln.sku_id: ln for ln in session.scalars(select(OrderLine).where(OrderLine.order_id == order_id).with_for_update())}
+    order_lines = {
+        ln.sku_id: ln
+        for ln in session.scalars(select(OrderLine).where(OrderLine.order_id == order_id).with_for_update())
+    }
     errors = []
     legs = []
     for i, (sku, qty, resellable) in enumerate(lines):
         ol = order_lines.get(ids[sku])
         can = delivered.get(ids[sku], 0) - (ol.returned if ol else 0)
         if ol is None or qty > can:
-            errors.append({"field": f"lines[{i}].qty", "message": f"{max(can, 0)} of {sku} delivered and not yet returned"})
+            errors.append(
+                {
+                    "field": f"lines[{i}].qty",
+                    "message": f"{max(can, 0)} of {sku} delivered and not yet returned",
+                }
+            )
             continue
         ol.returned += qty
         legs.append(Leg(Kind.RETURN, ids[sku], loc.id, qty, Deltas(on_hand=qty if resellable else 0),
@@ -913,7 +984,9 @@ def record_return(
 
 
 # ---------------------------------------------------------------- shortages
-def handle_shortages(session: Session, keys: Sequence[tuple[int, int]], policy: Policy, now: datetime) -> list[dict[str, Any]]:
+def handle_shortages(
+    session: Session, keys: Sequence[tuple[int, int]], policy: Policy, now: datetime
+) -> list[dict[str, Any]]:
     """After an outside fact: where on_hand no longer covers reserved, move the newest promises
     elsewhere if stock allows, else flag them at risk; every affected fulfilment gets an event."""
     short = session.execute(
@@ -953,7 +1026,9 @@ def tuple_in(keys: Sequence[tuple[int, int]]) -> Any:
     return tuple_(StockLevel.sku_id, StockLevel.location_id).in_(list(keys))
 
 
-def _reroute(session: Session, f: Fulfilment, fl: FulfilmentLine, qty: int, policy: Policy, now: datetime) -> str | None:
+def _reroute(
+    session: Session, f: Fulfilment, fl: FulfilmentLine, qty: int, policy: Policy, now: datetime
+) -> str | None:
     """Try to take qty of one line from elsewhere; returns the new location code, or None."""
     order = _order_row(session, f.order_id)
     sku_code = session.scalar(select(Sku.code).where(Sku.id == fl.sku_id))
@@ -967,13 +1042,17 @@ def _reroute(session: Session, f: Fulfilment, fl: FulfilmentLine, qty: int, poli
     ).all()}  # fmt: skip
     own = next(code for code, loc in ctx.locations.items() if loc.id == f.location_id)
     usable = [
-        routing.Candidate(**{**c.__dict__, "stock": {sku_code: 0}}) if c.code == own or ctx.locations[c.code].id in taken else c
+        routing.Candidate(**{**c.__dict__, "stock": {sku_code: 0}})
+        if c.code == own or ctx.locations[c.code].id in taken
+        else c
         for c in candidates
     ]
     if f.type == "pickup":
         request = routing.RoutingRequest((routing.Line(sku_code, qty),), routing.PickupAt(own), True, False)
     else:
-        request = routing.RoutingRequest((routing.Line(sku_code, qty),), routing.ShipTo(order.ship_lat, order.ship_lon), False, False)
+        request = routing.RoutingRequest(
+            (routing.Line(sku_code, qty),), routing.ShipTo(order.ship_lat, order.ship_lon), False, False
+        )
     decision = routing.route(request, usable, policy.routing_policy())
     sources = [a for a in decision.allocations if a.lines and a.location != own]
     if decision.status != "allocated" or len(sources) != 1:
@@ -1007,7 +1086,17 @@ def _reroute(session: Session, f: Fulfilment, fl: FulfilmentLine, qty: int, poli
     line = session.scalars(select(FulfilmentLine).where(FulfilmentLine.fulfilment_id == existing.id,
                                                         FulfilmentLine.sku_id == fl.sku_id)).first()  # fmt: skip
     if line is None:
-        session.add(FulfilmentLine(fulfilment_id=existing.id, sku_id=fl.sku_id, qty=qty, reserved=qty, awaiting=0, done=0, cancelled=0))
+        session.add(
+            FulfilmentLine(
+                fulfilment_id=existing.id,
+                sku_id=fl.sku_id,
+                qty=qty,
+                reserved=qty,
+                awaiting=0,
+                done=0,
+                cancelled=0,
+            )
+        )
     else:
         line.qty += qty
         line.reserved += qty
@@ -1017,7 +1106,7 @@ def _reroute(session: Session, f: Fulfilment, fl: FulfilmentLine, qty: int, poli
         legs.append(Leg(Kind.TRANSFER_EXPECTED, fl.sku_id, f.location_id, qty, Deltas(incoming=qty),
                         order_id=f.order_id, fulfilment_id=existing.id, reason="shortage"))  # fmt: skip
     # The new location's reserved was already raised by reserve(); record it without applying twice.
-    applied = [leg for leg in legs if not (leg.kind is Kind.RESERVATION)]
+    applied = [leg for leg in legs if leg.kind is not Kind.RESERVATION]
     totals: dict[tuple[int, int], Deltas] = {}
     for leg in applied:
         totals[leg.key] = totals.get(leg.key, Deltas()) + leg.deltas

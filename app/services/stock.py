@@ -273,7 +273,9 @@ def post_movements(
         kinds[str(leg.kind)] = kinds.get(str(leg.kind), 0) + 1
     after_commit(session, lambda: count_movements(kinds))
     applied = sum(1 for r in results if r["status"] == "applied")
-    return BatchResult(applied=applied, duplicates=len(results) - applied, results=results, shortages=shortages)
+    return BatchResult(
+        applied=applied, duplicates=len(results) - applied, results=results, shortages=shortages
+    )
 
 
 def count_movements(kinds: dict[str, int]) -> None:
@@ -332,7 +334,9 @@ def list_levels(
     if short_only:
         stmt = stmt.where(StockLevel.reserved > StockLevel.on_hand)
     if after is not None:
-        stmt = stmt.where(tuple_(StockLevel.sku_id, StockLevel.location_id) > tuple_(literal(after[0]), literal(after[1])))
+        stmt = stmt.where(
+            tuple_(StockLevel.sku_id, StockLevel.location_id) > tuple_(literal(after[0]), literal(after[1]))
+        )
     rows = session.execute(stmt).all()
     page = rows[:limit]
     items = [_level_out(*r[2:]) for r in page]

@@ -27,7 +27,12 @@ def _check_types(types: list[str]) -> None:
     if bad:
         raise InvalidInput(
             "unknown event types",
-            [{"field": "event_types", "message": f"unknown: {', '.join(bad)}; known: {', '.join(EVENT_TYPES)}"}],
+            [
+                {
+                    "field": "event_types",
+                    "message": f"unknown: {', '.join(bad)}; known: {', '.join(EVENT_TYPES)}",
+                }
+            ],
         )
 
 
@@ -78,7 +83,10 @@ def delete(session: Session, sub_id: int) -> None:
 
 def list_subscriptions(session: Session) -> list[dict[str, Any]]:
     """Every subscription (never its secret)."""
-    return [subscription_out(s) for s in session.scalars(select(WebhookSubscription).order_by(WebhookSubscription.id))]
+    return [
+        subscription_out(s)
+        for s in session.scalars(select(WebhookSubscription).order_by(WebhookSubscription.id))
+    ]
 
 
 def list_deliveries(session: Session, sub_id: int, limit: int = 100) -> list[dict[str, Any]]:
@@ -95,7 +103,9 @@ def list_deliveries(session: Session, sub_id: int, limit: int = 100) -> list[dic
 def fan_out(session: Session, now: datetime, batch: int = 1000) -> int:
     """Create a pending delivery for every new event each active subscription wants."""
     created = 0
-    for sub in session.scalars(select(WebhookSubscription).where(WebhookSubscription.active).with_for_update()):
+    for sub in session.scalars(
+        select(WebhookSubscription).where(WebhookSubscription.active).with_for_update()
+    ):
         evs = session.execute(
             select(OutboxEvent.id, OutboxEvent.type).where(OutboxEvent.id > sub.last_event_id)
             .order_by(OutboxEvent.id).limit(batch)
@@ -180,12 +190,17 @@ def record_attempt(
         delivery.next_attempt_at = now + backoff(delivery.attempts, retry_after_s)
     if sub.consecutive_failures >= DISABLE_AFTER_FAILURES and sub.active:
         sub.active = False
-        sub.disabled_reason = f"disabled after {sub.consecutive_failures} consecutive failures: {delivery.last_error}"
+        sub.disabled_reason = (
+            f"disabled after {sub.consecutive_failures} consecutive failures: {delivery.last_error}"
+        )
     return delivery.status
 
 
 def pending_count(session: Session) -> int:
     """Deliveries still owed (for metrics and tests)."""
-    return int(session.scalar(select(func.count()).select_from(WebhookDelivery).where(WebhookDelivery.status == "pending")) or 0)
-
-
+    return int(
+        session.scalar(
+            select(func.count()).select_from(WebhookDelivery).where(WebhookDelivery.status == "pending")
+        )
+        or 0
+    )

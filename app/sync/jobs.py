@@ -39,7 +39,13 @@ def deliver_webhooks(app: Flask) -> dict[str, Any]:
             error: str | None = None
             retry_after: float | None = None
             try:
-                resp = client.post(d.url, data=d.body, headers=headers, timeout=float(app.config.get("WEBHOOK_TIMEOUT_S", 5)), allow_redirects=False)
+                resp = client.post(
+                    d.url,
+                    data=d.body,
+                    headers=headers,
+                    timeout=float(app.config.get("WEBHOOK_TIMEOUT_S", 5)),
+                    allow_redirects=False,
+                )
                 status = resp.status_code
                 retry_after = http.retry_after_seconds(resp.headers.get("Retry-After"))
                 if not 200 <= status < 300:
@@ -49,8 +55,16 @@ def deliver_webhooks(app: Flask) -> dict[str, Any]:
             elapsed = int((time.perf_counter() - started) * 1000)
             result = transaction(
                 factory,
-                lambda s, d=d, status=status, error=error, elapsed=elapsed, retry_after=retry_after: webhooks.record_attempt(
-                    s, d, now=utcnow(), status_code=status, error=error, duration_ms=elapsed, retry_after_s=retry_after
+                lambda s, d=d, status=status, error=error, elapsed=elapsed, retry_after=retry_after: (
+                    webhooks.record_attempt(
+                        s,
+                        d,
+                        now=utcnow(),
+                        status_code=status,
+                        error=error,
+                        duration_ms=elapsed,
+                        retry_after_s=retry_after,
+                    )
                 ),
             )
             outcome[result] = outcome.get(result, 0) + 1

@@ -37,7 +37,9 @@ class Job:
 
 
 JOBS: tuple[Job, ...] = (
-    Job("deliver-webhooks", jobs.deliver_webhooks, 5, description="send outbox events to webhook subscribers"),
+    Job(
+        "deliver-webhooks", jobs.deliver_webhooks, 5, description="send outbox events to webhook subscribers"
+    ),
 )
 
 
@@ -67,7 +69,9 @@ def _release(app: Flask, job: Job) -> None:
     transaction(
         app.extensions["session_factory"],
         lambda s: s.execute(
-            update(JobLock).where(JobLock.job == job.id, JobLock.owner == OWNER).values(owner=None, locked_until=None)
+            update(JobLock)
+            .where(JobLock.job == job.id, JobLock.owner == OWNER)
+            .values(owner=None, locked_until=None)
         ),
     )
 

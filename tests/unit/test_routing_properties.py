@@ -31,11 +31,9 @@ POINT = st.one_of(st.none(), st.tuples(COORD, COORD))
 STOCK = st.one_of(st.integers(1, 5), st.integers(-2, 6))
 SCARCE_STOCK = st.integers(0, 3)
 POSITIVE_CAPACITY = st.integers(1, 3)
-FLAW = st.sampled_from(
-    [None, None, None, "inactive", "other_channel", "no_ship", "no_pickup", "capacity"]
-)
+FLAW = st.sampled_from([None, None, None, "inactive", "other_channel", "no_ship", "no_pickup", "capacity"])
 
-PROPERTY = settings(max_examples=200, deadline=None)
+PROPERTY = settings(max_examples=200, deadline=None, database=None)
 
 Scenario = tuple[RoutingRequest, list[Candidate], RoutingPolicy]
 
@@ -49,9 +47,7 @@ def candidates(draw: st.DrawFn, scarce: bool) -> list[Candidate]:
         # Most locations are fully usable, so splits and transfers are common; the rest have
         # exactly one flaw, so each exclusion rule decides on its own and is exercised.
         flaw = draw(FLAW)
-        capacity = (
-            st.integers(-1, 0) if flaw == "capacity" else st.one_of(st.none(), POSITIVE_CAPACITY)
-        )
+        capacity = st.integers(-1, 0) if flaw == "capacity" else st.one_of(st.none(), POSITIVE_CAPACITY)
         # "Z" is never ordered: it must never be allocated.
         stock = st.dictionaries(
             st.sampled_from((*SKUS, "Z")), SCARCE_STOCK if scarce else STOCK, min_size=2, max_size=4
@@ -74,9 +70,7 @@ def candidates(draw: st.DrawFn, scarce: bool) -> list[Candidate]:
 
 
 @st.composite
-def requests(
-    draw: st.DrawFn, codes: list[str], pickup: bool | None, scarce: bool
-) -> RoutingRequest:
+def requests(draw: st.DrawFn, codes: list[str], pickup: bool | None, scarce: bool) -> RoutingRequest:
     skus = draw(st.lists(st.sampled_from(SKUS), unique=True, min_size=1))
     qty = st.integers(3, 6) if scarce else st.integers(1, 5)
     lines = tuple(Line(sku, draw(qty)) for sku in skus)
@@ -182,9 +176,7 @@ def test_a_single_eligible_location_covering_the_order_gets_all_of_it(scenario: 
     request, cands, policy = scenario
     decision = route(request, cands, policy)
     covering = {
-        c.code
-        for c in cands
-        if ship_eligible(c) and all(has(c, ln.sku) >= ln.qty for ln in request.lines)
+        c.code for c in cands if ship_eligible(c) and all(has(c, ln.sku) >= ln.qty for ln in request.lines)
     }
     if not covering:
         # A complete single allocation would prove some eligible location covers the order.
@@ -293,7 +285,7 @@ def short_pickup_scenarios(draw: st.DrawFn) -> Scenario:
     skus = draw(st.lists(st.sampled_from(SKUS), unique=True, min_size=1))
     lines = tuple(Line(sku, draw(st.integers(1, 3))) for sku in skus)
     request = RoutingRequest(lines, PickupAt(home), allow_partial=draw(st.booleans()))
-    # Refusing transfers is the path where alternatives matter most: S alone never suffices.
+    # Refusing transfers is where alternatives matter most: the empty store never suffices.
     policy = replace(policy, pickup_shortfall="refuse", max_alternatives=draw(st.integers(1, 3)))
     return request, cands, policy
 
@@ -353,14 +345,12 @@ def test_partial_ship_order_is_refused_only_when_no_eligible_stock_exists(
 ) -> None:
     request, cands, policy = scenario
     decision = route(request, cands, policy)
-    any_useful = any(
-        ship_eligible(c) and any(has(c, line.sku) > 0 for line in request.lines) for c in cands
-    )
+    any_useful = any(ship_eligible(c) and any(has(c, line.sku) > 0 for line in request.lines) for c in cands)
     if request.allow_partial:
         assert (decision.status == "refused") == (not any_useful)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, database=None)
 @given(st.floats(-90, 90), st.floats(-180, 180), st.floats(-90, 90), st.floats(-180, 180))
 def test_haversine_is_a_symmetric_bounded_distance(
     lat1: float, lon1: float, lat2: float, lon2: float

@@ -1,0 +1,362 @@
+"""Placing orders end to end through the API, on SQLite and PostgreSQL."""
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from tests.conftest import Api
+
+# Warehouse far west; two stores in the centre; one store south. Safety stock 0 keeps sums simple.
+LOCS = [
+    {"code": "WH", "kind": "warehouse", "lat": 51.53, "lon": -0.28, "pickup": False, "priority": 10},
+    {"code": "ST-A", "lat": 51.512, "lon": -0.124, "priority": 50},
+    {"code": "ST-B", "lat": 51.539, "lon": -0.143, "priority": 50},
+    {"code": "ST-C", "lat": 51.461, "lon": -0.116, "priority": 60, "pickup": False},
+]
+CENTRE = {"type": "ship", "lat": 51.513, "lon": -0.125}
+
+
+@pytest.fixture
+def shop(network: Callable[..., None], receive: Callable[..., Any]) -> None:
+    network(LOCS, ["TEE", "MUG", "HAT", "CAP"])
+    receive(("TEE", "WH", 10), ("MUG", "WH", 10), ("TEE", "ST-A", 2), ("MUG", "ST-B", 3),
+            ("HAT", "ST-A", 1), ("HAT", "ST-B", 1), ("CAP", "ST-C", 5))  # fmt: skip
+
+
+def order(
+    api: Api,
+    lines: list[tuple[str, int]],
+    delivery: dict[str, Any] | None = None,
+    key: str | None = None,
+    **kw: Any,
+) -> Any:
+    body = {"channel": "web", "customer_ref": "cust-1", "lines": [{"sku": s, "qty": q} for s, q in lines],
+            "delivery": delivery or CENTRE, **kw}  # fmt: skip
+    headers = {"Idempotency-Key": key} if key else {}
+    return api.post("/api/v1/orders", body, headers=headers)
+
+
+def avail(api: Api, sku: str) -> dict[str, int]:
+    r = api.get("/api/v1/availability", query_string={"skus": sku})
+    return {loc["location"]: loc["available"] for loc in r.json["items"][0]["locations"]}
+
+
+def verify(app: Flask) -> None:
+    result = app.test_cli_runner().invoke(args=["ledger", "verify"])
+    assert result.exit_code == 0, result.output
+
+
+def test_one_location_covering_the_whole_order_beats_a_nearer_split(
+    app: Flask, storefront: Api, shop: None
+) -> None:
+    r = order(storefront, [("TEE", 2), ("MUG", 2)])
+    assert r.status_code == 201, r.json
+    assert [(f["location"], f["type"], f["status"]) for f in r.json["fulfilments"]] == [
+        ("WH", "ship", "allocated")
+    ]
+    notes = {n["location"]: n for n in r.json["routing"]["explanation"]}
+    assert notes["WH"]["outcome"] == "chosen"
+    assert notes["ST-A"]["outcome"] != "chosen" and notes["ST-A"]["reason"]
+    assert avail(storefront, "TEE")["WH"] == 8
+    verify(app)
+
+
+def test_the_nearest_covering_location_wins(storefront: Api, shop: None) -> None:
+    r = order(storefront, [("TEE", 1)])
+    assert r.json["fulfilments"][0]["location"] == "ST-A"
+
+
+def test_a_split_uses_the_fewest_shipments_and_can_be_refused(storefront: Api, shop: None) -> None:
+    r = order(storefront, [("HAT", 2)])
+    assert r.status_code == 201, r.json
+    assert sorted(f["location"] for f in r.json["fulfilments"]) == ["ST-A", "ST-B"]
+    r = order(storefront, [("TEE", 11)], allow_split=False)
+    assert (r.status_code, r.json["code"]) == (409, "insufficient_stock")
+    assert r.json["routing"]["explanation"]
+
+
+def test_partial_allocation_backorders_the_rest(storefront: Api, shop: None) -> None:
+    r = order(storefront, [("CAP", 7)], allow_partial=True)
+    assert r.status_code == 201
+    assert r.json["status"] == "partially_allocated"
+    assert r.json["lines"] == [{"sku": "CAP", "qty": 7, "backordered": 2, "cancelled": 0, "returned": 0}]
+    r = order(storefront, [("CAP", 7)])
+    assert (r.status_code, r.json["code"]) == (409, "insufficient_stock")
+
+
+def test_pickup_from_the_stores_own_stock(storefront: Api, shop: None) -> None:
+    r = order(storefront, [("TEE", 2)], {"type": "pickup", "location": "ST-A"})
+    assert r.status_code == 201
+    assert [(f["location"], f["type"]) for f in r.json["fulfilments"]] == [("ST-A", "pickup")]
+
+
+def test_pickup_short_of_stock_is_topped_up_by_a_transfer_shown_as_incoming(
+    app: Flask, ops: Api, storefront: Api, shop: None
+) -> None:
+    r = order(storefront, [("TEE", 2), ("MUG", 2)], {"type": "pickup", "location": "ST-A"})
+    assert r.status_code == 201, r.json
+    fs = {f["type"]: f for f in r.json["fulfilments"]}
+    assert fs["pickup"]["location"] == "ST-A"
+    assert {(ln["sku"], ln["reserved"], ln["awaiting"]) for ln in fs["pickup"]["lines"]} == {
+        ("TEE", 2, 0),
+        ("MUG", 0, 2),
+    }
+    assert (fs["transfer"]["to_location"], fs["transfer"]["lines"][0]["sku"]) == ("ST-A", "MUG")
+    levels = ops.get("/api/v1/stock/levels", query_string={"sku": "MUG", "location": "ST-A"}).json["items"]
+    assert levels[0]["incoming"] == 2
+    # The transfer travels: picked, shipped, received; then the units are reserved for the pickup.
+    tid = fs["transfer"]["id"]
+    for step in ("pick", "ship", "receive"):
+        assert ops.post(f"/api/v1/fulfilments/{tid}/{step}").status_code == 200
+    level = ops.get("/api/v1/stock/levels", query_string={"sku": "MUG", "location": "ST-A"}).json["items"][0]
+    assert (level["on_hand"], level["reserved"], level["incoming"]) == (2, 2, 0)
+    pickup = ops.get(f"/api/v1/fulfilments/{fs['pickup']['id']}").json
+    assert {(ln["sku"], ln["reserved"], ln["awaiting"]) for ln in pickup["lines"]} == {
+        ("TEE", 2, 0),
+        ("MUG", 2, 0),
+    }
+    verify(app)
+
+
+def test_pickup_refusal_names_the_nearest_stores_that_could_serve(
+    app: Flask, storefront: Api, shop: None
+) -> None:
+    app.config["ROUTING_PICKUP_SHORTFALL"] = "refuse"
+    try:
+        r = order(storefront, [("MUG", 2)], {"type": "pickup", "location": "ST-A"})
+    finally:
+        app.config["ROUTING_PICKUP_SHORTFALL"] = "transfer"
+    assert (r.status_code, r.json["code"]) == (409, "insufficient_stock")
+    assert [a["location"] for a in r.json["alternatives"]] == ["ST-B"]
+
+
+def test_a_store_without_pickup_is_refused_by_field(storefront: Api, shop: None) -> None:
+    r = order(storefront, [("CAP", 1)], {"type": "pickup", "location": "ST-C"})
+    assert r.status_code == 422
+    assert r.json["errors"][0]["field"] == "delivery.location"
+
+
+@pytest.mark.parametrize(
+    ("lines", "delivery", "field"),
+    [
+        ([("NOPE", 1)], CENTRE, "lines[0].sku"),
+        ([("TEE", 0)], CENTRE, "lines[0].qty"),
+        ([("TEE", 1), ("TEE", 2)], CENTRE, "lines[1].sku"),
+        ([("TEE", 1)], {"type": "ship", "lat": 91, "lon": 0}, "delivery.ship.lat"),
+        ([("TEE", 1)], {"type": "ship", "postcode": "ZZ9 9ZZ"}, "delivery.postcode"),
+        ([("TEE", 1)], {"type": "pickup", "location": "NOWHERE"}, "delivery.location"),
+    ],
+)
+def test_bad_orders_name_the_field_and_reserve_nothing(
+    app: Flask,
+    storefront: Api,
+    shop: None,
+    lines: list[tuple[str, int]],
+    delivery: dict[str, Any],
+    field: str,
+) -> None:
+    before = avail(storefront, "TEE")
+    r = order(storefront, lines, delivery)
+    assert r.status_code == 422, r.json
+    assert r.mimetype == "application/problem+json"
+    assert field in [e["field"] for e in r.json["errors"]]
+    assert avail(storefront, "TEE") == before
+    verify(app)
+
+
+def test_the_same_idempotency_key_returns_the_same_order_and_a_different_body_is_refused(
+    app: Flask, storefront: Api, shop: None
+) -> None:
+    first = order(storefront, [("TEE", 1)], key="k-1")
+    again = order(storefront, [("TEE", 1)], key="k-1")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json["id"] == first.json["id"]
+    assert avail(storefront, "TEE")["ST-A"] == 1
+    other = order(storefront, [("TEE", 2)], key="k-1")
+    assert (other.status_code, other.json["code"]) == (409, "idempotency_conflict")
+    verify(app)
+
+
+def test_the_storefronts_own_order_id_is_an_idempotency_key_too(storefront: Api, shop: None) -> None:
+    first = order(storefront, [("TEE", 1)], external_id="web-1001")
+    again = order(storefront, [("TEE", 1)], external_id="web-1001")
+    assert (first.status_code, again.status_code, again.json["id"]) == (201, 200, first.json["id"])
+
+
+def test_a_quote_gives_the_same_decision_and_reserves_nothing(storefront: Api, shop: None) -> None:
+    body = {"channel": "web", "lines": [{"sku": "HAT", "qty": 2}], "delivery": CENTRE}
+    q = storefront.post("/api/v1/routing/quote", body)
+    assert q.status_code == 200
+    assert avail(storefront, "HAT") == {"WH": 0, "ST-A": 1, "ST-B": 1, "ST-C": 0}
+    placed = storefront.post("/api/v1/orders", body)
+    assert placed.json["routing"]["allocations"] == q.json["allocations"]
+
+
+def test_ship_life_cycle_moves_the_ledger_and_refuses_skipped_edges(
+    app: Flask, ops: Api, storefront: Api, shop: None
+) -> None:
+    o = order(storefront, [("TEE", 2)]).json
+    fid = o["fulfilments"][0]["id"]
+    r = ops.post(f"/api/v1/fulfilments/{fid}/ship")
+    assert (r.status_code, r.json["code"]) == (409, "invalid_transition")
+    assert ops.post(f"/api/v1/fulfilments/{fid}/pick").json["status"] == "picking"
+    shipped = ops.post(f"/api/v1/fulfilments/{fid}/ship").json
+    assert (shipped["status"], shipped["lines"][0]["done"]) == ("shipped", 2)
+    level = ops.get("/api/v1/stock/levels", query_string={"sku": "TEE", "location": "ST-A"}).json["items"][0]
+    assert (level["on_hand"], level["reserved"]) == (0, 0)
+    assert ops.post(f"/api/v1/fulfilments/{fid}/cancel").status_code == 409
+    assert storefront.get(f"/api/v1/orders/{o['id']}").json["status"] == "completed"
+    verify(app)
+
+
+def test_cancelling_releases_reservations_whole_or_by_line(app: Flask, storefront: Api, shop: None) -> None:
+    o = order(storefront, [("TEE", 5), ("MUG", 2)]).json
+    assert avail(storefront, "TEE")["WH"] == 5
+    part = storefront.post(f"/api/v1/orders/{o['id']}/cancel", {"lines": [{"sku": "TEE", "qty": 3}]})
+    assert part.status_code == 200, part.json
+    assert part.json["lines"][0]["cancelled"] == 3
+    assert avail(storefront, "TEE")["WH"] == 8
+    too_many = storefront.post(f"/api/v1/orders/{o['id']}/cancel", {"lines": [{"sku": "TEE", "qty": 5}]})
+    assert too_many.status_code == 422
+    whole = storefront.post(f"/api/v1/orders/{o['id']}/cancel", {})
+    assert whole.json["status"] == "cancelled"
+    assert avail(storefront, "TEE")["WH"] == 10
+    assert avail(storefront, "MUG")["WH"] == 10
+    verify(app)
+
+
+def test_returns_restock_resellable_units_at_the_chosen_location(
+    app: Flask, ops: Api, storefront: Api, shop: None
+) -> None:
+    o = order(storefront, [("TEE", 2)]).json
+    fid = o["fulfilments"][0]["id"]
+    ops.post(f"/api/v1/fulfilments/{fid}/pick")
+    ops.post(f"/api/v1/fulfilments/{fid}/ship")
+    r = ops.post(f"/api/v1/orders/{o['id']}/returns", {"location": "ST-B", "lines": [
+        {"sku": "TEE", "qty": 1}, {"sku": "TEE", "qty": 1, "resellable": False}]})  # fmt: skip
+    assert r.status_code == 200, r.json
+    assert r.json["lines"][0]["returned"] == 2
+    assert avail(storefront, "TEE")["ST-B"] == 1  # only the resellable unit rejoins stock
+    r = ops.post(
+        f"/api/v1/orders/{o['id']}/returns", {"location": "ST-B", "lines": [{"sku": "TEE", "qty": 1}]}
+    )
+    assert (r.status_code, r.json["errors"][0]["field"]) == (422, "lines[0].qty")
+    verify(app)
+
+
+def test_safety_stock_inactive_locations_and_capacity_are_respected(
+    ops: Api, storefront: Api, shop: None
+) -> None:
+    ops.patch("/api/v1/locations/ST-A", {"default_safety_stock": 2})
+    r = order(storefront, [("TEE", 1)])
+    assert r.json["fulfilments"][0]["location"] == "WH"
+    ops.patch("/api/v1/locations/WH", {"daily_capacity": 1})
+    ops.patch("/api/v1/locations/ST-B", {"active": False})
+    r = order(storefront, [("MUG", 1)])
+    assert r.json["fulfilments"][0]["location"] == "WH"  # ST-B is nearer but inactive
+    r = order(storefront, [("MUG", 1)])
+    assert r.status_code == 409, r.json  # WH has used its one shipment for today
+    excluded = {n["location"]: n["reason"] for n in r.json["routing"]["explanation"]}
+    assert "capacity" in excluded["WH"] and "inactive" in excluded["ST-B"]
+
+
+def test_orders_are_listed_with_filters_and_one_customers_orders_across_channels(
+    ops: Api, storefront: Api, shop: None
+) -> None:
+    assert (
+        ops.put(
+            "/api/v1/channels", {"code": "app", "name": "App", "locations": ["WH", "ST-A", "ST-B", "ST-C"]}
+        ).status_code
+        == 200
+    )
+    order(storefront, [("TEE", 1)], customer_ref="alice")
+    order(storefront, [("MUG", 1)], customer_ref="bob")
+    storefront.post(
+        "/api/v1/orders",
+        {"channel": "app", "customer_ref": "alice", "lines": [{"sku": "CAP", "qty": 1}], "delivery": CENTRE},
+    )
+    mine = storefront.get("/api/v1/customers/alice/orders").json["items"]
+    assert sorted(o["channel"] for o in mine) == ["app", "web"]
+    by_loc = ops.get("/api/v1/orders", query_string={"location": "ST-C"}).json["items"]
+    assert [o["customer_ref"] for o in by_loc] == ["alice"]
+    page1 = ops.get("/api/v1/orders", query_string={"limit": 2}).json
+    page2 = ops.get("/api/v1/orders", query_string={"limit": 2, "cursor": page1["next_cursor"]}).json
+    assert len(page1["items"]) == 2 and len(page2["items"]) == 1 and page2["next_cursor"] is None
+    assert (
+        ops.get("/api/v1/orders", query_string={"channel": "app"}).json["items"][0]["customer_ref"] == "alice"
+    )
+
+
+def test_a_postcode_places_the_delivery(app: Flask, storefront: Api, shop: None) -> None:
+    from app.db import unit_of_work
+    from app.models import Postcode
+
+    with unit_of_work(app.extensions["session_factory"]) as s:
+        s.add(Postcode(code="SW9", lat=51.4613, lon=-0.1156))
+    r = order(storefront, [("CAP", 1)], {"type": "ship", "postcode": "sw9 8ab"})
+    assert r.status_code == 201, r.json
+    assert r.json["fulfilments"][0]["location"] == "ST-C"
+
+
+def test_events_are_written_with_the_order(ops: Api, storefront: Api, shop: None) -> None:
+    o = order(storefront, [("CAP", 5)]).json
+    types = [e["type"] for e in ops.get("/api/v1/events").json["items"]]
+    assert "order.created" in types and "fulfilment.allocated" in types
+    assert "stock.out_of_stock" in types  # CAP at ST-C went to zero
+    storefront.post(f"/api/v1/orders/{o['id']}/cancel", {})
+    types = [e["type"] for e in ops.get("/api/v1/events").json["items"]]
+    assert types.count("stock.back_in_stock") >= 1
+
+
+def test_a_failure_after_reserving_leaves_no_order_and_no_reservation(
+    app: Flask, storefront: Api, shop: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.services import events
+
+    def boom(*_a: Any, **_k: Any) -> None:
+        raise RuntimeError("crash between reserving and answering")
+
+    monkeypatch.setattr(events, "emit", boom)
+    r = order(storefront, [("TEE", 2)])
+    assert r.status_code == 500
+    monkeypatch.undo()
+    assert avail(storefront, "TEE")["ST-A"] == 2
+    assert storefront.get("/api/v1/orders").json["items"] == []
+    verify(app)
+
+
+def test_a_till_sale_of_reserved_units_reroutes_the_order(
+    app: Flask, ops: Api, storefront: Api, shop: None
+) -> None:
+    o = order(storefront, [("TEE", 2)]).json
+    assert o["fulfilments"][0]["location"] == "ST-A"
+    r = ops.post("/api/v1/stock/movements", {"movements": [
+        {"kind": "sale", "sku": "TEE", "location": "ST-A", "qty": 1, "source": "pos", "external_ref": "till-1"}]})  # fmt: skip
+    assert r.status_code == 201
+    assert r.json["shortages"][0]["rerouted_to"] == "WH"
+    now = storefront.get(f"/api/v1/orders/{o['id']}").json
+    by_loc = {f["location"]: f for f in now["fulfilments"]}
+    assert by_loc["WH"]["lines"][0]["reserved"] == 1
+    assert by_loc["ST-A"]["lines"][0]["reserved"] == 1
+    level = ops.get("/api/v1/stock/levels", query_string={"sku": "TEE", "location": "ST-A"}).json["items"][0]
+    assert (level["on_hand"], level["reserved"], level["shortage"]) == (1, 1, 0)
+    verify(app)
+
+
+def test_a_shortage_with_nowhere_to_go_is_flagged_at_risk(
+    app: Flask, ops: Api, storefront: Api, shop: None
+) -> None:
+    o = order(storefront, [("CAP", 3)]).json
+    r = ops.post("/api/v1/stock/movements", {"movements": [
+        {"kind": "sale", "sku": "CAP", "location": "ST-C", "qty": 4, "source": "pos", "external_ref": "till-2"}]})  # fmt: skip
+    assert r.status_code == 201
+    assert r.json["shortages"][0]["rerouted_to"] is None
+    f = storefront.get(f"/api/v1/orders/{o['id']}").json["fulfilments"][0]
+    assert f["at_risk"] is True
+    types = [e["type"] for e in ops.get("/api/v1/events").json["items"]]
+    assert "fulfilment.shortage" in types
+    level = ops.get("/api/v1/stock/levels", query_string={"sku": "CAP", "location": "ST-C"}).json["items"][0]
+    assert (level["on_hand"], level["reserved"], level["shortage"]) == (1, 3, 2)
+    verify(app)
