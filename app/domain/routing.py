@@ -261,7 +261,12 @@ class _Plan:
     lost: Mapping[str, str]  # code -> why a contender was passed over
 
 
-def _distance(lat1: float | None, lon1: float | None, lat2: float | None, lon2: float | None) -> float | None:
+def _distance(
+    lat1: float | None,
+    lon1: float | None,
+    lat2: float | None,
+    lon2: float | None,
+) -> float | None:
     if lat1 is None or lon1 is None or lat2 is None or lon2 is None:
         return None
     d = haversine_km(lat1, lon1, lat2, lon2)
@@ -269,7 +274,12 @@ def _distance(lat1: float | None, lon1: float | None, lat2: float | None, lon2: 
     return d if math.isfinite(d) else None
 
 
-def _site(candidate: Candidate, lines: Sequence[Line], lat: float | None, lon: float | None) -> _Site:
+def _site(
+    candidate: Candidate,
+    lines: Sequence[Line],
+    lat: float | None,
+    lon: float | None,
+) -> _Site:
     depth = sum(max(candidate.stock.get(line.sku, 0), 0) for line in lines)
     return _Site(candidate, _distance(candidate.lat, candidate.lon, lat, lon), depth)
 
@@ -385,7 +395,7 @@ def _greedy(
         for site in unused:
             if _useful(site, remaining) > 0:
                 lost[site.code] = f"limit of {limit} {what}s reached"
-    backordered = tuple(Line(line.sku, remaining[line.sku]) for line in lines if remaining[line.sku] > 0)
+    backordered = tuple(Line(ln.sku, remaining[ln.sku]) for ln in lines if remaining[ln.sku] > 0)
     return _Plan(tuple(picks), backordered, lost)
 
 
@@ -433,7 +443,8 @@ def _route_ship(
     for site in sites:
         excluded = ship_exclusion_reasons(site.candidate)
         if excluded:
-            notes[site.code] = CandidateNote(site.code, "excluded", ", ".join(excluded), site.distance_km)
+            why = ", ".join(excluded)
+            notes[site.code] = CandidateNote(site.code, "excluded", why, site.distance_km)
         else:
             eligible.append(site)
     eligible.sort(key=lambda s: rank[s.code])
@@ -457,7 +468,8 @@ def _route_ship(
             else:
                 note(site, "rejected", _coverage(site, lines))
         allocation = Allocation(winner.code, "ship", lines)
-        return RoutingDecision("allocated", (allocation,), (), _sorted_notes(notes, [allocation], rank))
+        explanation = _sorted_notes(notes, [allocation], rank)
+        return RoutingDecision("allocated", (allocation,), (), explanation)
 
     needs = {line.sku: line.qty for line in lines}
     # Without a split the best partial plan is the one location covering the most units: that is
@@ -476,7 +488,8 @@ def _route_ship(
     if not plan.picks or not (covered or request.allow_partial):
         for site in eligible:
             note(site, "rejected", _coverage(site, lines))
-        return RoutingDecision("refused", (), (), _sorted_notes(notes, [], rank), reason="insufficient_stock")
+        explanation = _sorted_notes(notes, [], rank)
+        return RoutingDecision("refused", (), (), explanation, reason="insufficient_stock")
 
     total = _units(lines)
     for i, pick in enumerate(plan.picks, start=1):
@@ -489,7 +502,8 @@ def _route_ship(
     for site in eligible:
         if site.code not in notes:
             note(site, "rejected", plan.lost.get(site.code, "no stock for the ordered lines"))
-    allocations = _sorted_allocations([Allocation(p.site.code, "ship", p.lines) for p in plan.picks])
+    ships = [Allocation(p.site.code, "ship", p.lines) for p in plan.picks]
+    allocations = _sorted_allocations(ships)
     return RoutingDecision(
         "allocated" if covered else "partial",
         allocations,
@@ -552,7 +566,7 @@ def _route_pickup(
             reason="pickup_location_unavailable",
         )
 
-    own = tuple(Line(line.sku, min(line.qty, home.has(line.sku))) for line in lines if home.has(line.sku) > 0)
+    own = tuple(Line(ln.sku, min(ln.qty, home.has(ln.sku))) for ln in lines if home.has(ln.sku) > 0)
     own_qty = {line.sku: line.qty for line in own}
     missing = {line.sku: line.qty - own_qty.get(line.sku, 0) for line in lines}
 
@@ -561,7 +575,8 @@ def _route_pickup(
         for site in sources:
             rejected(site, "not needed: the pickup store has every line")
         allocation = Allocation(home.code, "pickup", lines, collect_lines=lines)
-        return RoutingDecision("allocated", (allocation,), (), _sorted_notes(notes, [allocation], rank))
+        explanation = _sorted_notes(notes, [allocation], rank)
+        return RoutingDecision("allocated", (allocation,), (), explanation)
 
     if policy.pickup_shortfall == "transfer":
         plan = _greedy(
@@ -648,10 +663,7 @@ def _alternatives(
     store_code: str, sites: Sequence[_Site], lines: Sequence[Line], limit: int
 ) -> tuple[Alternative, ...]:
     """Other pickup stores able to serve the whole order themselves, nearest to the store first."""
-    able = [
-        s
-        for s in sites
-        if s.code != store_code and not pickup_exclusion_reasons(s.candidate) and _covers_all(s, lines)
-    ]
+    others = [s for s in sites if s.code != store_code and _covers_all(s, lines)]
+    able = [s for s in others if not pickup_exclusion_reasons(s.candidate)]
     able.sort(key=lambda s: _rank_key(s, ("distance",)))
     return tuple(Alternative(s.code, s.distance_km) for s in able[:limit])

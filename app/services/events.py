@@ -97,6 +97,6 @@ def stock_transitions(
                         "channel": channel,
                         "available": available,
                     },
-                }  # fmt: skip
+                }
             )
     emit(session, events, now)

@@ -292,7 +292,7 @@ def explain(decision: routing.RoutingDecision) -> dict[str, Any]:
                 "collect_lines": [{"sku": ln.sku, "qty": ln.qty} for ln in a.collect_lines],
             }
             for a in decision.allocations
-        ],  # fmt: skip
+        ],
         "backordered": [{"sku": ln.sku, "qty": ln.qty} for ln in decision.backordered],
         "alternatives": [
             {"location": a.location, "distance_km": a.distance_km} for a in decision.alternatives
@@ -601,7 +601,7 @@ def orders_out(session: Session, orders: Sequence[Order]) -> list[dict[str, Any]
                 "backordered": ln.backordered,
                 "cancelled": ln.cancelled,
                 "returned": ln.returned,
-            }  # fmt: skip
+            }
         )
     locs = dict(session.execute(select(Location.id, Location.code)).tuples().all())
     chans = dict(session.execute(select(Channel.id, Channel.code)).tuples().all())

@@ -184,7 +184,10 @@ def test_location_without_capacity_left_today_is_excluded_even_if_nearest() -> N
         ({"active": False, "ships": False}, "inactive, does not ship"),
     ],
 )
-def test_ineligible_locations_are_excluded_with_the_reason(flags: dict[str, bool], reason: str) -> None:
+def test_ineligible_locations_are_excluded_with_the_reason(
+    flags: dict[str, bool],
+    reason: str,
+) -> None:
     candidates = [
         a_location("BAD", 1, stock=stock(X=5), **flags),
         a_location("GOOD", 80, stock=stock(X=5)),
@@ -220,7 +223,8 @@ def test_split_takes_the_location_covering_most_units_first_and_splits_a_line() 
     assert plan(decision) == {"A": {"X": 1}, "B": {"X": 4, "Y": 2}}
     assert [a.type for a in decision.allocations] == ["ship", "ship"]
     assert note(decision, "B").reason.startswith("shipment 1 of 2: 6 of 7 units")
-    assert note(decision, "C").reason == ("shipment 1 went to B: covers fewer still-needed units: 2 vs 6")
+    expected = "shipment 1 went to B: covers fewer still-needed units: 2 vs 6"
+    assert note(decision, "C").reason == expected
 
 
 def test_split_is_bounded_by_max_shipments() -> None:
@@ -422,7 +426,10 @@ def test_pickup_partial_with_refuse_policy_keeps_the_stores_own_units() -> None:
         ({"serves_channel": False}, "does not serve this channel"),
     ],
 )
-def test_pickup_at_a_store_that_cannot_hand_over_is_refused(flags: dict[str, bool], reason: str) -> None:
+def test_pickup_at_a_store_that_cannot_hand_over_is_refused(
+    flags: dict[str, bool],
+    reason: str,
+) -> None:
     candidates = [
         a_store("SHOP", 0, stock=stock(X=9), **flags),
         a_store("ALT", 2, stock=stock(X=9)),

@@ -30,8 +30,11 @@ POINT = st.one_of(st.none(), st.tuples(COORD, COORD))
 # Mostly small positive counts (so splits and transfers happen), sometimes none or negative.
 STOCK = st.one_of(st.integers(1, 5), st.integers(-2, 6))
 SCARCE_STOCK = st.integers(0, 3)
-POSITIVE_CAPACITY = st.integers(1, 3)
-FLAW = st.sampled_from([None, None, None, "inactive", "other_channel", "no_ship", "no_pickup", "capacity"])
+SOME_CAPACITY = st.integers(1, 3)
+NO_CAPACITY = st.integers(-1, 0)
+FLAW = st.sampled_from(
+    [None, None, None, "inactive", "other_channel", "no_ship", "no_pickup", "capacity"],
+)
 
 PROPERTY = settings(max_examples=200, deadline=None, database=None)
 
@@ -47,7 +50,7 @@ def candidates(draw: st.DrawFn, scarce: bool) -> list[Candidate]:
         # Most locations are fully usable, so splits and transfers are common; the rest have
         # exactly one flaw, so each exclusion rule decides on its own and is exercised.
         flaw = draw(FLAW)
-        capacity = st.integers(-1, 0) if flaw == "capacity" else st.one_of(st.none(), POSITIVE_CAPACITY)
+        capacity = NO_CAPACITY if flaw == "capacity" else st.one_of(st.none(), SOME_CAPACITY)
         # "Z" is never ordered: it must never be allocated.
         stock = st.dictionaries(
             st.sampled_from((*SKUS, "Z")), SCARCE_STOCK if scarce else STOCK, min_size=2, max_size=4
@@ -70,7 +73,12 @@ def candidates(draw: st.DrawFn, scarce: bool) -> list[Candidate]:
 
 
 @st.composite
-def requests(draw: st.DrawFn, codes: list[str], pickup: bool | None, scarce: bool) -> RoutingRequest:
+def requests(
+    draw: st.DrawFn,
+    codes: list[str],
+    pickup: bool | None,
+    scarce: bool,
+) -> RoutingRequest:
     skus = draw(st.lists(st.sampled_from(SKUS), unique=True, min_size=1))
     qty = st.integers(3, 6) if scarce else st.integers(1, 5)
     lines = tuple(Line(sku, draw(qty)) for sku in skus)
@@ -175,9 +183,8 @@ def test_allocated_plus_backordered_equals_ordered_unless_refused(scenario: Scen
 def test_a_single_eligible_location_covering_the_order_gets_all_of_it(scenario: Scenario) -> None:
     request, cands, policy = scenario
     decision = route(request, cands, policy)
-    covering = {
-        c.code for c in cands if ship_eligible(c) and all(has(c, ln.sku) >= ln.qty for ln in request.lines)
-    }
+    full = [c for c in cands if all(has(c, ln.sku) >= ln.qty for ln in request.lines)]
+    covering = {c.code for c in full if ship_eligible(c)}
     if not covering:
         # A complete single allocation would prove some eligible location covers the order.
         assert not (decision.status == "allocated" and len(decision.allocations) == 1)
@@ -345,7 +352,8 @@ def test_partial_ship_order_is_refused_only_when_no_eligible_stock_exists(
 ) -> None:
     request, cands, policy = scenario
     decision = route(request, cands, policy)
-    any_useful = any(ship_eligible(c) and any(has(c, line.sku) > 0 for line in request.lines) for c in cands)
+    useful = [c for c in cands if any(has(c, line.sku) > 0 for line in request.lines)]
+    any_useful = any(ship_eligible(c) for c in useful)
     if request.allow_partial:
         assert (decision.status == "refused") == (not any_useful)
 
