@@ -104,3 +104,110 @@ def test_the_same_batch_replayed_concurrently_is_applied_exactly_once(
     assert _on_hand(pg_app)[("A", "L1")] == -2
     with read_only(pg_app.extensions["session_factory"]) as s:
         assert ledger_service.verify(s) == []
+
+
+HOT_STOCK = 40
+ORDER_PROCESSES = 8
+
+
+def _order_worker(url: str, key: str, n: int, idem: str | None, out: Any) -> None:
+    from tests.conftest import make_test_app
+
+    app = make_test_app(url, tempfile.mkdtemp())
+    client = app.test_client()
+    results = []
+    for i in range(n):
+        headers = {"Authorization": f"Bearer {key}"}
+        if idem:
+            headers["Idempotency-Key"] = idem
+        body = {"channel": "web", "customer_ref": f"c{i}", "lines": [{"sku": "A", "qty": 1}],
+                "delivery": {"type": "ship", "lat": 51.5, "lon": -0.1}}  # fmt: skip
+        r = client.post("/api/v1/orders", json=body, headers=headers)
+        results.append((r.status_code, (r.json or {}).get("id"), (r.json or {}).get("code")))
+    app.extensions["engine"].dispose()
+    out.put(results)
+
+
+def _run_orders(url: str, key: str, n: int, idem: str | None = None) -> list[tuple[int, Any, Any]]:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_order_worker, args=(url, key, n, idem, out)) for _ in range(ORDER_PROCESSES)]
+    for p in procs:
+        p.start()
+    results = [r for _ in procs for r in out.get(timeout=180)]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    return results
+
+
+def _hot_network(app: Flask) -> str:
+    with unit_of_work(app.extensions["session_factory"]) as s:
+        catalog.upsert_channel(s, {"code": "web", "name": "web", "locations": ["L1", "L2"]})
+        catalog.update_location(s, "L1", {"lat": 51.5, "lon": -0.1})
+        catalog.update_location(s, "L2", {"lat": 51.6, "lon": -0.2})
+        stock.post_movements(s, [
+            {"kind": "receipt", "sku": "A", "location": "L1", "qty": HOT_STOCK // 2, "source": "t", "external_ref": "r1"},
+            {"kind": "receipt", "sku": "A", "location": "L2", "qty": HOT_STOCK - HOT_STOCK // 2, "source": "t", "external_ref": "r2"},
+        ])  # fmt: skip
+        return keys.create_key(s, role="storefront", name="hot")[1]
+
+
+def test_eight_processes_racing_for_one_hot_sku_sell_exactly_the_stock(pg_app: Flask, pg_database: str) -> None:
+    key = _hot_network(pg_app)
+    results = _run_orders(pg_database, key, n=10)  # 80 attempts for 40 units
+    placed = [r for r in results if r[0] == 201]
+    refused = [r for r in results if r[0] == 409]
+    assert len(placed) == HOT_STOCK, results
+    assert len(placed) + len(refused) == len(results)
+    assert {code for _, _, code in refused} == {"insufficient_stock"}
+    levels = _on_hand(pg_app)
+    assert levels[("A", "L1")] + levels[("A", "L2")] == HOT_STOCK
+    with read_only(pg_app.extensions["session_factory"]) as s:
+        items = stock.availability(s, sku_codes=["A"], channel="web")
+        assert items[0]["total_available"] == 0
+        assert ledger_service.verify(s) == []
+        reserved = sum(r["reserved"] for r in items[0]["locations"])
+        assert reserved == HOT_STOCK
+
+
+def test_one_idempotency_key_from_eight_processes_at_once_makes_one_order(pg_app: Flask, pg_database: str) -> None:
+    key = _hot_network(pg_app)
+    results = _run_orders(pg_database, key, n=1, idem="same-key")
+    # Every request sends customer_ref c0, so bodies are identical: one order, the rest replays.
+    assert sorted(status for status, _, _ in results) == [200] * (ORDER_PROCESSES - 1) + [201]
+    assert len({oid for _, oid, _ in results}) == 1
+    with read_only(pg_app.extensions["session_factory"]) as s:
+        items = stock.availability(s, sku_codes=["A"], channel="web")
+        assert items[0]["total_available"] == HOT_STOCK - 1
+        assert ledger_service.verify(s) == []
+
+
+def _job_worker(url: str, out: Any, barrier: Any) -> None:
+    from app.sync.scheduler import Job, run_job
+    from tests.conftest import make_test_app
+
+    app = make_test_app(url, tempfile.mkdtemp())
+
+    def slow(_app: Flask) -> dict[str, Any]:
+        import time
+
+        time.sleep(3)
+        return {"slept": True}
+
+    barrier.wait(timeout=60)  # every process is up before any tries to take the lease
+    out.put(run_job(app, Job("lease-test", slow, 60)) is not None)
+    app.extensions["engine"].dispose()
+
+
+def test_a_job_runs_in_one_process_at_a_time_across_processes(pg_app: Flask, pg_database: str) -> None:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_job_worker, args=(pg_database, out, barrier)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    ran = [out.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert sorted(ran) == [False, False, False, True]
