@@ -513,7 +513,7 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
                                 Deltas(incoming=ln.qty), order_id=order_id, fulfilment_id=fid))  # fmt: skip
     if line_rows:
         conn.execute(insert(FulfilmentLine), line_rows)
-    incoming = {}
+    incoming: dict[tuple[int, int], Deltas] = {}
     for leg in legs:
         if leg.kind is Kind.TRANSFER_EXPECTED:
             incoming[leg.key] = incoming.get(leg.key, Deltas()) + leg.deltas

@@ -4,16 +4,38 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 from typing import Any
 
 import requests
 from flask import Flask
+from sqlalchemy.orm import Session
 
 from app.db import read_only, transaction, utcnow
 from app.services import webhooks
 from app.sync import http
 
 log = logging.getLogger(__name__)
+
+
+def _record(
+    session: Session,
+    *,
+    d: webhooks.Due,
+    status: int | None,
+    error: str | None,
+    elapsed: int,
+    retry_after: float | None,
+) -> str:
+    return webhooks.record_attempt(
+        session,
+        d,
+        now=utcnow(),
+        status_code=status,
+        error=error,
+        duration_ms=elapsed,
+        retry_after_s=retry_after,
+    )
 
 
 def deliver_webhooks(app: Flask) -> dict[str, Any]:
@@ -55,17 +77,7 @@ def deliver_webhooks(app: Flask) -> dict[str, Any]:
             elapsed = int((time.perf_counter() - started) * 1000)
             result = transaction(
                 factory,
-                lambda s, d=d, status=status, error=error, elapsed=elapsed, retry_after=retry_after: (
-                    webhooks.record_attempt(
-                        s,
-                        d,
-                        now=utcnow(),
-                        status_code=status,
-                        error=error,
-                        duration_ms=elapsed,
-                        retry_after_s=retry_after,
-                    )
-                ),
+                partial(_record, d=d, status=status, error=error, elapsed=elapsed, retry_after=retry_after),
             )
             outcome[result] = outcome.get(result, 0) + 1
     finally:

@@ -153,7 +153,9 @@ def _hot_network(app: Flask) -> str:
         return keys.create_key(s, role="storefront", name="hot")[1]
 
 
-def test_eight_processes_racing_for_one_hot_sku_sell_exactly_the_stock(pg_app: Flask, pg_database: str) -> None:
+def test_eight_processes_racing_for_one_hot_sku_sell_exactly_the_stock(
+    pg_app: Flask, pg_database: str
+) -> None:
     key = _hot_network(pg_app)
     results = _run_orders(pg_database, key, n=10)  # 80 attempts for 40 units
     placed = [r for r in results if r[0] == 201]
@@ -171,7 +173,9 @@ def test_eight_processes_racing_for_one_hot_sku_sell_exactly_the_stock(pg_app: F
         assert reserved == HOT_STOCK
 
 
-def test_one_idempotency_key_from_eight_processes_at_once_makes_one_order(pg_app: Flask, pg_database: str) -> None:
+def test_one_idempotency_key_from_eight_processes_at_once_makes_one_order(
+    pg_app: Flask, pg_database: str
+) -> None:
     key = _hot_network(pg_app)
     results = _run_orders(pg_database, key, n=1, idem="same-key")
     # Every request sends customer_ref c0, so bodies are identical: one order, the rest replays.

@@ -29,7 +29,10 @@ def shop(network: Callable[..., None], receive: Callable[..., Any]) -> None:
 
 
 def place(storefront: Api) -> Any:
-    r = storefront.post("/api/v1/orders", {"lines": [{"sku": "TEE", "qty": 1}], "delivery": {"type": "ship", "lat": 51.5, "lon": -0.1}})
+    r = storefront.post(
+        "/api/v1/orders",
+        {"lines": [{"sku": "TEE", "qty": 1}], "delivery": {"type": "ship", "lat": 51.5, "lon": -0.1}},
+    )
     assert r.status_code == 201, r.json
     return r.json
 
@@ -46,7 +49,9 @@ def make_due_now(app: Flask) -> None:
         s.execute(update(WebhookDelivery).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
 
 
-def test_events_are_delivered_signed_once(app: Flask, ops: Api, storefront: Api, shop: None, httpserver: HTTPServer) -> None:
+def test_events_are_delivered_signed_once(
+    app: Flask, ops: Api, storefront: Api, shop: None, httpserver: HTTPServer
+) -> None:
     received: list[Request] = []
 
     def handler(request: Request) -> Response:
@@ -54,7 +59,10 @@ def test_events_are_delivered_signed_once(app: Flask, ops: Api, storefront: Api,
         return Response("ok")
 
     httpserver.expect_request("/hook", method="POST").respond_with_handler(handler)
-    r = ops.post("/api/v1/webhooks", {"url": httpserver.url_for("/hook"), "secret": SECRET, "event_types": ["order.created"]})
+    r = ops.post(
+        "/api/v1/webhooks",
+        {"url": httpserver.url_for("/hook"), "secret": SECRET, "event_types": ["order.created"]},
+    )
     assert r.status_code == 201
     order = place(storefront)
     detail = deliver(app)
@@ -73,10 +81,17 @@ def test_events_are_delivered_signed_once(app: Flask, ops: Api, storefront: Api,
         assert [r.status for r in runs] == ["succeeded", "succeeded"]
 
 
-def test_failures_are_retried_with_backoff_honouring_retry_after(app: Flask, ops: Api, storefront: Api, shop: None, httpserver: HTTPServer) -> None:
-    httpserver.expect_ordered_request("/hook").respond_with_response(Response("busy", status=503, headers={"Retry-After": "120"}))
+def test_failures_are_retried_with_backoff_honouring_retry_after(
+    app: Flask, ops: Api, storefront: Api, shop: None, httpserver: HTTPServer
+) -> None:
+    httpserver.expect_ordered_request("/hook").respond_with_response(
+        Response("busy", status=503, headers={"Retry-After": "120"})
+    )
     httpserver.expect_ordered_request("/hook").respond_with_data("ok")
-    ops.post("/api/v1/webhooks", {"url": httpserver.url_for("/hook"), "secret": SECRET, "event_types": ["order.created"]})
+    ops.post(
+        "/api/v1/webhooks",
+        {"url": httpserver.url_for("/hook"), "secret": SECRET, "event_types": ["order.created"]},
+    )
     place(storefront)
     before = utcnow()
     assert deliver(app)["pending"] == 1
@@ -92,10 +107,14 @@ def test_failures_are_retried_with_backoff_honouring_retry_after(app: Flask, ops
         assert [a.status_code for a in attempts] == [503, 200]
 
 
-def test_a_dead_endpoint_is_disabled_after_repeated_failures(app: Flask, ops: Api, storefront: Api, shop: None, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_dead_endpoint_is_disabled_after_repeated_failures(
+    app: Flask, ops: Api, storefront: Api, shop: None, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(webhooks, "DISABLE_AFTER_FAILURES", 3)
     httpserver.expect_request("/hook").respond_with_data("no", status=500)
-    sub = ops.post("/api/v1/webhooks", {"url": httpserver.url_for("/hook"), "secret": SECRET, "event_types": ["*"]}).json
+    sub = ops.post(
+        "/api/v1/webhooks", {"url": httpserver.url_for("/hook"), "secret": SECRET, "event_types": ["*"]}
+    ).json
     place(storefront)
     for _ in range(3):
         deliver(app)
@@ -108,8 +127,13 @@ def test_a_dead_endpoint_is_disabled_after_repeated_failures(app: Flask, ops: Ap
     assert (revived["active"], revived["consecutive_failures"]) == (True, 0)
 
 
-def test_an_unreachable_endpoint_is_recorded_not_fatal(app: Flask, ops: Api, storefront: Api, shop: None) -> None:
-    ops.post("/api/v1/webhooks", {"url": "http://127.0.0.1:9/hook", "secret": SECRET, "event_types": ["order.created"]})
+def test_an_unreachable_endpoint_is_recorded_not_fatal(
+    app: Flask, ops: Api, storefront: Api, shop: None
+) -> None:
+    ops.post(
+        "/api/v1/webhooks",
+        {"url": "http://127.0.0.1:9/hook", "secret": SECRET, "event_types": ["order.created"]},
+    )
     place(storefront)
     assert deliver(app)["pending"] == 1
     sub_id = ops.get("/api/v1/webhooks").json["items"][0]["id"]
@@ -118,7 +142,10 @@ def test_an_unreachable_endpoint_is_recorded_not_fatal(app: Flask, ops: Api, sto
 
 
 def test_unknown_event_types_are_refused(ops: Api) -> None:
-    r = ops.post("/api/v1/webhooks", {"url": "http://127.0.0.1:9/x", "secret": SECRET, "event_types": ["order.teleported"]})
+    r = ops.post(
+        "/api/v1/webhooks",
+        {"url": "http://127.0.0.1:9/x", "secret": SECRET, "event_types": ["order.teleported"]},
+    )
     assert (r.status_code, r.json["errors"][0]["field"]) == (422, "event_types")
 
 
@@ -126,7 +153,11 @@ def test_a_job_whose_lease_is_held_elsewhere_is_skipped(app: Flask) -> None:
     from app.models import JobLock
 
     with unit_of_work(app.extensions["session_factory"]) as s:
-        s.add(JobLock(job="deliver-webhooks", owner="other-host:1", locked_until=utcnow() + timedelta(minutes=5)))
+        s.add(
+            JobLock(
+                job="deliver-webhooks", owner="other-host:1", locked_until=utcnow() + timedelta(minutes=5)
+            )
+        )
     assert run_job(app, job_by_id("deliver-webhooks")) is None
     with unit_of_work(app.extensions["session_factory"]) as s:
         s.execute(update(JobLock).values(locked_until=utcnow() - timedelta(seconds=1)))

@@ -1,0 +1,89 @@
+"""The embedded default as a newcomer runs it: migrate, seed, `flask serve` (API + scheduler in one process)."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from pytest_httpserver import HTTPServer
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    env = {**os.environ, "OMNISTOCK_INSTANCE_PATH": str(tmp_path), "OMNISTOCK_LOG_FORMAT": "text",
+           "OMNISTOCK_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}  # fmt: skip
+    env.pop("OMNISTOCK_DATABASE_URL", None)
+    flask = [sys.executable, "-m", "flask", "--app", "app"]
+    subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
+    keys_file = tmp_path / "keys.txt"
+    subprocess.run(
+        [*flask, "demo", "seed", "--keys-file", str(keys_file)],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    keys = {}
+    for line in keys_file.read_text().splitlines():
+        role, _scope, key = line.split("\t")
+        keys.setdefault(role, key)
+    port = _free_port()
+    proc = subprocess.Popen([*flask, "serve", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if requests.get(base + "/readyz", timeout=1).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("server did not become ready")
+        yield base, keys
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+
+def test_the_embedded_service_serves_the_demo_and_runs_its_scheduled_jobs(
+    served: tuple[str, dict[str, str]], httpserver: HTTPServer
+) -> None:
+    base, keys = served
+    httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
+    ops = {"Authorization": f"Bearer {keys['ops']}"}
+    shop = {"Authorization": f"Bearer {keys['storefront']}"}
+    r = requests.post(base + "/api/v1/webhooks", json={"url": httpserver.url_for("/hook"), "secret": "x" * 20,
+                                                       "event_types": ["order.created"]}, headers=ops, timeout=5)  # fmt: skip
+    assert r.status_code == 201, r.text
+    skus = requests.get(base + "/api/v1/skus", params={"limit": 1000}, headers=ops, timeout=5).json()["items"]
+    avail = requests.get(base + "/api/v1/availability", headers=shop, timeout=5,
+                         params={"skus": ",".join(s["code"] for s in skus[:20]), "lat": 51.51, "lon": -0.12}).json()  # fmt: skip
+    in_stock = next(i["sku"] for i in avail["items"] if i["total_available"] > 0)
+    order = requests.post(base + "/api/v1/orders", headers=shop, timeout=5, json={
+        "lines": [{"sku": in_stock, "qty": 1}], "delivery": {"type": "ship", "postcode": "EC1A 1BB"}})  # fmt: skip
+    assert order.status_code == 201, order.text
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not httpserver.log:
+        time.sleep(0.2)
+    assert httpserver.log, "the embedded scheduler never delivered the webhook"
+    assert requests.get(base + "/api/swagger", timeout=5).status_code == 200
