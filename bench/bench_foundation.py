@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import queue
 import random
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,17 +37,37 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH_DIR = ROOT / "bench"
-RESULTS_DIR = BENCH_DIR / "results"
-VENV_BIN = ROOT / ".venv" / "bin"
+try:
+    from bench import _common
+except ImportError:  # run as a script without the repository root on sys.path
+    import _common  # type: ignore[no-redef]
 
-ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/test"
+# The generic helpers live in bench/_common.py; these names keep this module's interface.
+ROOT = _common.ROOT
+BENCH_DIR = _common.BENCH_DIR
+RESULTS_DIR = _common.RESULTS_DIR
+VENV_BIN = _common.VENV_BIN
+ADMIN_DSN = _common.ADMIN_DSN
+READY_TIMEOUT_S = _common.READY_TIMEOUT_S
+REQUEST_TIMEOUT_S = _common.REQUEST_TIMEOUT_S
+BenchError = _common.BenchError
+log = _common.log
+percentile = _common.percentile
+free_port = _common.free_port
+cpu_count = _common.cpu_count
+cpu_model = _common.cpu_model
+git_commit = _common.git_commit
+read_keys = _common.read_keys
+session_for = _common.session_for
+fetch_catalog = _common.fetch_catalog
+timed_request = _common.timed_request
+describe_failure = _common.describe_failure
+fmt_table = _common.fmt_table
+
 DB_NAME = "omnistock_bench"
-APP_DB_URL = f"postgresql+psycopg://postgres@127.0.0.1:5432/{DB_NAME}"
+APP_DB_URL = _common.app_db_url(DB_NAME)
 
 RNG_SEED = 20240601
 SKUS_PER_REQUEST = 20
@@ -58,195 +76,31 @@ WARMUP_REQUESTS = 50
 AVAILABILITY_CONCURRENCY = (1, 8)
 MOVEMENT_CLIENTS = 4
 GUNICORN_THREADS = 4
-READY_TIMEOUT_S = 60.0
-REQUEST_TIMEOUT_S = 120.0
 MAX_ERROR_SAMPLES = 5
 
 
 # ----------------------------------------------------------------------------- helpers
-class BenchError(RuntimeError):
-    """The benchmark could not run (setup failed, server died)."""
-
-
-def log(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
-
-
+# The generic helpers live in bench/_common.py; these bind them to this benchmark's database.
 def app_env() -> dict[str, str]:
     """The environment for flask/gunicorn: inherited, minus stray OMNISTOCK_* settings, plus ours."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OMNISTOCK_")}
-    env["OMNISTOCK_DATABASE_URL"] = APP_DB_URL
-    env["OMNISTOCK_LOG_LEVEL"] = "WARNING"
-    env["PYTHONPATH"] = str(ROOT)
-    return env
+    return _common.app_env(APP_DB_URL)
 
 
 def run_flask(args: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
-    cmd = [str(VENV_BIN / "flask"), "--app", "app", *args]
-    proc = subprocess.run(cmd, cwd=ROOT, env=app_env(), capture_output=True, text=True, check=False)
-    if check and proc.returncode != 0:
-        raise BenchError(
-            f"{' '.join(cmd[1:])} exited {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-        )
-    return proc
-
-
-def percentile(sorted_values: Sequence[float], pct: float) -> float:
-    """Linear-interpolated percentile of already-sorted values (0 for an empty list)."""
-    if not sorted_values:
-        return 0.0
-    if len(sorted_values) == 1:
-        return sorted_values[0]
-    rank = (len(sorted_values) - 1) * pct / 100.0
-    low = int(rank)
-    high = min(low + 1, len(sorted_values) - 1)
-    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (rank - low)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 0
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def git_commit() -> str:
-    proc = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    return proc.stdout.strip() or "unknown"
+    return _common.run_flask(args, APP_DB_URL, check=check)
 
 
 # ----------------------------------------------------------------------------- database + server
 def recreate_database() -> str:
     """Drop and recreate the scratch database; return the PostgreSQL server version."""
-    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        version_row = conn.execute("SHOW server_version").fetchone()
-        conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{DB_NAME}"')
-    return str(version_row[0]) if version_row else "unknown"
+    return _common.recreate_database(DB_NAME)
 
 
-def read_keys(path: Path) -> dict[str, str]:
-    """role -> key (the first key of each role) from a `demo seed --keys-file` file."""
-    keys: dict[str, str] = {}
-    for line in path.read_text().splitlines():
-        parts = line.split("\t")
-        if len(parts) == 3:
-            keys.setdefault(parts[0].strip(), parts[2].strip())
-    for role in ("storefront", "ops"):
-        if role not in keys:
-            raise BenchError(f"no {role} key in {path}: {path.read_text()!r}")
-    return keys
-
-
-class Server:
-    """gunicorn serving app:create_app() on a free local port."""
+class Server(_common.Server):
+    """gunicorn (gthread, GUNICORN_THREADS threads) serving app:create_app() on a free local port."""
 
     def __init__(self, workers: int, log_path: Path) -> None:
-        self.workers = workers
-        self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log_fh: Any = None
-
-    def start(self) -> None:
-        cmd = [
-            str(VENV_BIN / "gunicorn"),
-            "-w", str(self.workers),
-            "-k", "gthread",
-            "--threads", str(GUNICORN_THREADS),
-            "-b", f"127.0.0.1:{self.port}",
-            # gunicorn 27 otherwise claims the shared ~/.gunicorn/gunicorn.ctl control socket
-            "--no-control-socket",
-            "app:create_app()",
-        ]  # fmt: skip
-        self._log_fh = self.log_path.open("wb")
-        self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=app_env(), stdout=self._log_fh, stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise BenchError(f"gunicorn exited {self.proc.returncode} on start:\n{self.log_tail()}")
-            try:
-                if requests.get(f"{self.base_url}/readyz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.2)
-        raise BenchError(f"/readyz not 200 after {READY_TIMEOUT_S:.0f}s:\n{self.log_tail()}")
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # gunicorn master: SIGTERM stops it and its workers
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-        if self._log_fh is not None:
-            self._log_fh.close()
-            self._log_fh = None
-
-    def log_tail(self, lines: int = 60) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no server log)"
-        return "\n".join(text.splitlines()[-lines:])
-
-
-def session_for(key: str) -> requests.Session:
-    session = requests.Session()
-    session.headers["Authorization"] = f"Bearer {key}"
-    return session
-
-
-def fetch_catalog(base_url: str, ops_key: str) -> tuple[list[str], list[str]]:
-    """All SKU codes and all location codes."""
-    with session_for(ops_key) as http:
-        skus: list[str] = []
-        cursor: str | None = None
-        while True:
-            params: dict[str, Any] = {"limit": 1000}
-            if cursor:
-                params["cursor"] = cursor
-            resp = http.get(f"{base_url}/api/v1/skus", params=params, timeout=REQUEST_TIMEOUT_S)
-            if resp.status_code != 200:
-                raise BenchError(f"GET /api/v1/skus -> {resp.status_code}: {resp.text}")
-            page = resp.json()
-            skus.extend(item["code"] for item in page["items"])
-            cursor = page.get("next_cursor")
-            if not cursor:
-                break
-        resp = http.get(f"{base_url}/api/v1/locations", timeout=REQUEST_TIMEOUT_S)
-        if resp.status_code != 200:
-            raise BenchError(f"GET /api/v1/locations -> {resp.status_code}: {resp.text}")
-        locations = [item["code"] for item in resp.json()["items"]]
-    if not skus or not locations:
-        raise BenchError(f"empty catalog: {len(skus)} SKUs, {len(locations)} locations")
-    return skus, locations
+        super().__init__(workers, log_path, db_url=APP_DB_URL, threads=GUNICORN_THREADS)
 
 
 # ----------------------------------------------------------------------------- load driver
@@ -339,23 +193,6 @@ def summarise(name: str, concurrency: int, outcomes: list[Outcome], wall_s: floa
         max_ms=latencies[-1] if latencies else 0.0,
         error_samples=samples,
     )
-
-
-def timed_request(http: requests.Session, method: str, url: str, **kwargs: Any) -> tuple[float, Any]:
-    """(seconds, response or exception) for one request; the body is read inside the timing."""
-    began = time.perf_counter()
-    try:
-        resp = http.request(method, url, timeout=REQUEST_TIMEOUT_S, **kwargs)
-        _ = resp.content
-    except requests.RequestException as exc:
-        return time.perf_counter() - began, exc
-    return time.perf_counter() - began, resp
-
-
-def describe_failure(method: str, path: str, result: Any) -> str:
-    if isinstance(result, Exception):
-        return f"{method} {path}: {type(result).__name__}: {result}"
-    return f"{method} {path} -> {result.status_code}: {result.text[:2000]}"
 
 
 # ----------------------------------------------------------------------------- availability
@@ -467,18 +304,6 @@ def replay_batch(base_url: str, key: str, batch: Batch) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- report
-def fmt_table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:
-    """Fixed-width table: the first `left` columns left-aligned, the rest right-aligned."""
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(
-            c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    return [line(headers), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
-
-
 def render(report: dict[str, Any]) -> str:
     m = report["machine"]
     p = report["parameters"]

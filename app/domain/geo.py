@@ -13,4 +13,5 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     dlat = p2 - p1
     dlon = radians(lon2 - lon1)
     a = sin(dlat / 2) ** 2 + cos(p1) * cos(p2) * sin(dlon / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * asin(min(1.0, sqrt(a)))
+    # Rounding can push a a hair outside [0, 1] for antipodal points; asin would then fail.
+    return 2 * EARTH_RADIUS_KM * asin(sqrt(min(1.0, max(0.0, a))))

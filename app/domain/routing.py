@@ -29,14 +29,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
 
+from app.domain.geo import haversine_km
+
 Criterion = Literal["distance", "priority", "capacity", "depth"]
 DEFAULT_CRITERIA: tuple[Criterion, ...] = ("distance", "priority", "capacity", "depth")
 
 # Transfers are internal moves to a pickup store: capacity (customer shipments) and stock depth
 # do not apply, so sources are ranked on distance to the store, then priority.
 TRANSFER_CRITERIA: tuple[Criterion, ...] = ("distance", "priority")
-
-EARTH_RADIUS_KM = 6371.0088  # mean Earth radius (IUGG)
 
 _CRITERIA: frozenset[str] = frozenset(get_args(Criterion))
 
@@ -165,16 +165,6 @@ class RoutingDecision:
     alternatives: tuple[Alternative, ...] = ()
     # for refused: "insufficient_stock" | "pickup_location_unavailable"
     reason: str | None = None
-
-
-def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in km between two WGS84 points; the routing distance measure."""
-    phi1, phi2 = math.radians(lat1), math.radians(lat2)
-    dphi = phi2 - phi1
-    dlmb = math.radians(lon2 - lon1)
-    h = math.sin(dphi / 2) ** 2 + math.cos(phi1) * math.cos(phi2) * math.sin(dlmb / 2) ** 2
-    # Rounding can push h a hair outside [0, 1] for antipodal points; asin would then fail.
-    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(min(1.0, max(0.0, h))))
 
 
 def ship_exclusion_reasons(candidate: Candidate) -> tuple[str, ...]:
@@ -394,7 +384,8 @@ def _greedy(
     if any(q > 0 for q in remaining.values()):
         for site in unused:
             if _useful(site, remaining) > 0:
-                lost[site.code] = f"limit of {limit} {what}s reached"
+                plural = "" if limit == 1 else "s"
+                lost[site.code] = f"limit of {limit} {what}{plural} reached"
     backordered = tuple(Line(ln.sku, remaining[ln.sku]) for ln in lines if remaining[ln.sku] > 0)
     return _Plan(tuple(picks), backordered, lost)
 
@@ -455,8 +446,7 @@ def _route_ship(
     full = [s for s in eligible if _covers_all(s, lines)]
     if full:
         winner = full[0]
-        others = len(full) - 1
-        if others:
+        if len(full) > 1:
             note(winner, "chosen", f"covers all {len(lines)} lines; ranked first of {len(full)}")
         else:
             note(winner, "chosen", f"only location covering all {len(lines)} lines")
