@@ -51,7 +51,9 @@ def _rank(root: Frame) -> dict[str, Any]:
     """Self and inclusive wall time per function (recursion counted once for inclusive)."""
     self_time: dict[tuple[str, str], float] = {}
     inclusive: dict[tuple[str, str], float] = {}
-    stack: list[tuple[Frame, tuple[str, str] | None, frozenset[tuple[str, str]]]] = [(root, None, frozenset())]
+    stack: list[tuple[Frame, tuple[str, str] | None, frozenset[tuple[str, str]]]] = [
+        (root, None, frozenset())
+    ]
     while stack:
         frame, parent_key, on_path = stack.pop()
         # pyinstrument adds synthetic leaves ("[self]", "[await]") for time spent in the parent itself.

@@ -149,15 +149,22 @@ def insert_movements(session: Session, legs: Sequence[Leg], now: datetime | None
     return list(session.connection().execute(stmt, rows).scalars())
 
 
-def record(session: Session, legs: Sequence[Leg], now: datetime | None = None) -> list[int]:
-    """Write movements and move the projection by the same amounts, in one transaction."""
-    now = now or utcnow()
+def totals_by_key(legs: Iterable[Leg]) -> dict[Key, Deltas]:
+    """What a set of legs moves, summed per (sku, location)."""
     totals: dict[Key, Deltas] = {}
     for leg in legs:
         totals[leg.key] = totals.get(leg.key, Deltas()) + leg.deltas
+    return totals
+
+
+def record(session: Session, legs: Sequence[Leg], now: datetime | None = None) -> dict[Key, Deltas]:
+    """Write movements and move the projection by the same amounts, in one transaction."""
+    now = now or utcnow()
+    totals = totals_by_key(legs)
     ensure_levels(session, totals)
     apply_deltas(session, totals, now)
-    return insert_movements(session, legs, now)
+    insert_movements(session, legs, now)
+    return totals
 
 
 @dataclass(frozen=True)

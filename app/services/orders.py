@@ -42,7 +42,7 @@ from app.models import (
     StockLevel,
 )
 from app.services import events
-from app.services.ledger import Leg, apply_deltas, ensure_levels, insert_movements
+from app.services.ledger import Leg, apply_deltas, ensure_levels, insert_movements, record
 
 
 class PickupUnavailable(DomainError):
@@ -702,13 +702,7 @@ def _lines(session: Session, fid: int) -> list[FulfilmentLine]:
 
 
 def _move(session: Session, legs: list[Leg], now: datetime) -> None:
-    totals: dict[tuple[int, int], Deltas] = {}
-    for leg in legs:
-        totals[leg.key] = totals.get(leg.key, Deltas()) + leg.deltas
-    ensure_levels(session, totals)
-    apply_deltas(session, totals, now)
-    insert_movements(session, legs, now)
-    events.stock_transitions(session, totals, now)
+    events.stock_transitions(session, record(session, legs, now), now)
 
 
 def _event(f: Fulfilment, type_: str, **extra: Any) -> dict[str, Any]:
@@ -1105,14 +1099,9 @@ def _reroute(
     if new_type == "transfer":
         legs.append(Leg(Kind.TRANSFER_EXPECTED, fl.sku_id, f.location_id, qty, Deltas(incoming=qty),
                         order_id=f.order_id, fulfilment_id=existing.id, reason="shortage"))  # fmt: skip
-    # The new location's reserved was already raised by reserve(); record it without applying twice.
-    applied = [leg for leg in legs if leg.kind is not Kind.RESERVATION]
-    totals: dict[tuple[int, int], Deltas] = {}
-    for leg in applied:
-        totals[leg.key] = totals.get(leg.key, Deltas()) + leg.deltas
-    ensure_levels(session, totals)
-    apply_deltas(session, totals, now)
-    insert_movements(session, legs, now)
+    # The new location's reserved was already raised by reserve(): record that leg without applying it again.
+    record(session, [leg for leg in legs if leg.kind is not Kind.RESERVATION], now)
+    insert_movements(session, [leg for leg in legs if leg.kind is Kind.RESERVATION], now)
     if all(x.reserved == 0 and x.awaiting == 0 for x in _lines(session, f.id)) and f.type == "ship":
         f.status, f.updated_at = Status.CANCELLED.value, now
     events.emit(session, [{"type": "fulfilment.allocated", "order_id": f.order_id, "fulfilment_id": existing.id,

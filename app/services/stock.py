@@ -25,7 +25,7 @@ from app.domain.ledger import Deltas, Kind
 from app.models import Channel, ChannelLocation, Location, Movement, Sku, StockLevel
 from app.observability import LEDGER_MOVEMENTS
 from app.services import catalog, events, orders
-from app.services.ledger import Leg, apply_deltas, ensure_levels, insert_movements, lock_levels
+from app.services.ledger import Leg, apply_deltas, ensure_levels, insert_movements, lock_levels, totals_by_key
 
 # The first leg's stored kind for each kind the API accepts; idempotent replays compare on it.
 FIRST_LEG_KIND = {
@@ -250,9 +250,7 @@ def post_movements(
     if errors:
         raise StockConflict("the ledger refuses these movements", errors=errors)
 
-    totals: dict[tuple[int, int], Deltas] = {}
-    for leg in legs:
-        totals[leg.key] = totals.get(leg.key, Deltas()) + leg.deltas
+    totals = totals_by_key(legs)
     apply_deltas(session, totals, now)
     try:
         ids = insert_movements(session, legs, now)
