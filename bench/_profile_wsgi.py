@@ -44,7 +44,14 @@ def _merge(sessions: list[Session]) -> Session | None:
 
 
 def _key(frame: Frame) -> tuple[str, str]:
-    return (frame.function or "?", f"{frame.file_path_short or '?'}:{frame.line_no}")
+    return (frame.function or "?", frame.file_path_short or "?")
+
+
+def _package(where: str) -> str:
+    if where.startswith("app/"):
+        return where
+    head = where.split("/", 1)[0]
+    return head[:-3] if head.endswith(".py") else head or "?"
 
 
 def _rank(root: Frame) -> dict[str, Any]:
@@ -65,6 +72,9 @@ def _rank(root: Frame) -> dict[str, Any]:
         for child in frame.children:
             stack.append((child, key, on_path | {key}))
     total = root.time or 1.0
+    packages: dict[tuple[str, str], float] = {}
+    for (_fn, where), t in self_time.items():
+        packages[(_package(where), "")] = packages.get((_package(where), ""), 0.0) + t
 
     def top(table: dict[tuple[str, str], float]) -> list[dict[str, Any]]:
         ranked = sorted(table.items(), key=lambda kv: kv[1], reverse=True)[:TOP_N]
@@ -73,7 +83,13 @@ def _rank(root: Frame) -> dict[str, Any]:
             for (fn, where), t in ranked
         ]
 
-    return {"total_s": round(root.time, 4), "by_self": top(self_time), "by_inclusive": top(inclusive)}
+    return {
+        "total_s": round(root.time, 4),
+        "by_self": top(self_time),
+        "by_inclusive": top(inclusive),
+        "app_by_inclusive": top({k: t for k, t in inclusive.items() if k[1].startswith("app/")}),
+        "by_package": top(packages),
+    }
 
 
 class ProfilingMiddleware:

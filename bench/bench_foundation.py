@@ -42,7 +42,7 @@ import requests
 try:
     from bench import _common
 except ImportError:  # run as a script without the repository root on sys.path
-    import _common  # type: ignore[no-redef]
+    import _common  # type: ignore[no-redef,import-not-found]
 
 # The generic helpers live in bench/_common.py; these names keep this module's interface.
 ROOT = _common.ROOT

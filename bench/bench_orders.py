@@ -30,6 +30,7 @@ import math
 import os
 import platform
 import random
+import subprocess
 import sys
 import tempfile
 import threading
@@ -46,7 +47,7 @@ import requests
 try:
     from bench import _common
 except ImportError:  # run as a script without the repository root on sys.path
-    import _common  # type: ignore[no-redef]
+    import _common  # type: ignore[no-redef,import-not-found]
 
 BenchError = _common.BenchError
 log = _common.log
@@ -84,6 +85,75 @@ TARGET_HOT_P99_MS = 250.0
 PHASES: dict[str, int] = {"1-line": 1, "3-line": 3, "hot-sku": 1}  # phase -> lines per order
 
 S = TypeVar("S")
+CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+# ----------------------------------------------------------------------------- CPU accounting
+def _proc_cpu_s(pid: int) -> float | None:
+    """utime + stime of a process in seconds (Linux /proc), None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _descendants(pid: int) -> list[int]:
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = list(Path(f"/proc/{parent}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                kids = [int(k) for k in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            out.extend(kids)
+            todo.extend(kids)
+    return out
+
+
+def _postgres_pids() -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    pids.append(int(entry.name))
+            except OSError:
+                continue
+    return pids
+
+
+class CpuMeter:
+    """CPU seconds used by the gunicorn processes ("app") and by every PostgreSQL process ("pg")."""
+
+    def __init__(self, server_pid: int | None) -> None:
+        self.server_pid = server_pid
+
+    def snapshot(self) -> dict[str, dict[int, float]]:
+        groups: dict[str, list[int]] = {"pg": _postgres_pids()}
+        if self.server_pid is not None:
+            groups["app"] = [self.server_pid, *_descendants(self.server_pid)]
+        snap: dict[str, dict[int, float]] = {}
+        for name, pids in groups.items():
+            snap[name] = {}
+            for pid in pids:
+                cpu = _proc_cpu_s(pid)
+                if cpu is not None:
+                    snap[name][pid] = cpu
+        return snap
+
+    @staticmethod
+    def delta(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
+        return {
+            name: sum(cpu - before.get(name, {}).get(pid, 0.0) for pid, cpu in pids.items())
+            for name, pids in after.items()
+        }
 
 
 # ----------------------------------------------------------------------------- load driver
@@ -105,11 +175,14 @@ class Clients(Generic[S]):
     def __init__(self, states: Sequence[S]) -> None:
         self.states = list(states)
 
-    def run(self, seconds: float, step: Callable[[S, int, int], Sample]) -> tuple[list[Sample], float, float]:
+    def run(
+        self, seconds: float, step: Callable[[S, int, int], Sample], meter: CpuMeter | None = None
+    ) -> tuple[list[Sample], float, dict[str, float]]:
         """Every thread calls step(state, thread_index, seq) until `seconds` have passed.
 
         A request in flight at the deadline is finished and counted. Returns the samples, the wall
-        time (until the last thread finished) and this process's CPU seconds over the run.
+        time (until the last thread finished) and CPU seconds over the run: this process's
+        ("client") and, with a meter, the server's ("app") and PostgreSQL's ("pg").
         """
         n = len(self.states)
         gate = threading.Barrier(n + 1)
@@ -134,6 +207,7 @@ class Clients(Generic[S]):
         threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
         for t in threads:
             t.start()
+        snap0 = meter.snapshot() if meter else {}
         cpu0 = time.process_time()
         clock["began"] = time.perf_counter()
         clock["deadline"] = clock["began"] + seconds
@@ -141,7 +215,10 @@ class Clients(Generic[S]):
         for t in threads:
             t.join()
         wall = time.perf_counter() - clock["began"]
-        return [s for r in results for s in r], wall, time.process_time() - cpu0
+        cpu = {"client": time.process_time() - cpu0}
+        if meter:
+            cpu.update(CpuMeter.delta(snap0, meter.snapshot()))
+        return [s for r in results for s in r], wall, cpu
 
 
 @dataclass
@@ -162,7 +239,7 @@ class Cell:
     p90_ms: float
     p99_ms: float
     max_ms: float
-    client_cpu_pct: float  # this process's CPU over the cell, % of one core
+    cpu_pct: dict[str, float]  # CPU over the cell, % of one core: client, app (gunicorn), pg
     units: int  # units reserved by the successful requests
     first_conflict_s: float | None = None
     conflict_codes: dict[str, int] = field(default_factory=dict)
@@ -173,7 +250,13 @@ class Cell:
 
 
 def summarise(
-    phase: str, clients: int, seconds: float, samples: list[Sample], wall: float, cpu_s: float, ok_status: int
+    phase: str,
+    clients: int,
+    seconds: float,
+    samples: list[Sample],
+    wall: float,
+    cpu_s: dict[str, float],
+    ok_status: int,
 ) -> Cell:
     latencies = sorted(s.latency_s * 1000.0 for s in samples)
     conflict_status = 409 if ok_status == 201 else 2
@@ -204,7 +287,7 @@ def summarise(
         p90_ms=percentile(latencies, 90),
         p99_ms=percentile(latencies, 99),
         max_ms=latencies[-1] if latencies else 0.0,
-        client_cpu_pct=100.0 * cpu_s / wall if wall > 0 else 0.0,
+        cpu_pct={k: 100.0 * v / wall if wall > 0 else 0.0 for k, v in cpu_s.items()},
         units=sum(s.units for s in ok),
         first_conflict_s=min((s.t_end_s for s in conflicts), default=None),
         conflict_codes=codes,
@@ -396,13 +479,14 @@ def http_phases(
     pool: list[str],
     hot: HotLedger,
     receipts: Receipts,
+    meter: CpuMeter,
     report: dict[str, Any],
 ) -> None:
     for phase, lines in PHASES.items():
         for clients in CLIENTS:
             sessions = [_common.session_for(net.storefront_key) for _ in range(clients)]
             try:
-                cell = http_cell(net, args, pool, hot, receipts, phase, lines, clients, sessions)
+                cell = http_cell(net, args, pool, hot, receipts, meter, phase, lines, clients, sessions)
             finally:
                 for s in sessions:
                     s.close()
@@ -420,6 +504,7 @@ def http_cell(
     pool: list[str],
     hot: HotLedger,
     receipts: Receipts,
+    meter: CpuMeter,
     phase: str,
     lines: int,
     clients: int,
@@ -447,7 +532,7 @@ def http_cell(
         stock = {"given": args.hot_stock, "at_warehouse": before.by_location.get(net.warehouse, 0)}
     log(f"{phase} x{clients}: measuring {args.seconds:g}s")
     main_step = order_step(net, pool, lines, hot_sku, f"{stamp}-{phase}-{clients}-m", args.idempotency)
-    samples, wall, cpu = driver.run(args.seconds, main_step)
+    samples, wall, cpu = driver.run(args.seconds, main_step, meter)
     cell = summarise(phase, clients, args.seconds, samples, wall, cpu, 201)
     cell.warmup_requests = len(warm)
     cell.warmup_units = warm_units
@@ -585,7 +670,9 @@ def bare_phases(args: argparse.Namespace, rows: list[tuple[int, int]], report: d
                 log(f"bare SQL {phase} x{clients}: warm-up {args.warmup:g}s")
                 warm, _, _ = driver.run(args.warmup, bare_step(rows, lines, f"{phase}-{clients}-w"))
                 log(f"bare SQL {phase} x{clients}: measuring {args.seconds:g}s")
-                samples, wall, cpu = driver.run(args.seconds, bare_step(rows, lines, f"{phase}-{clients}-m"))
+                samples, wall, cpu = driver.run(
+                    args.seconds, bare_step(rows, lines, f"{phase}-{clients}-m"), CpuMeter(None)
+                )
             finally:
                 for c in conns:
                     c.close()
@@ -616,25 +703,162 @@ def undo_bare(expected_units: int) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- profile
-def profile_run(
+PYSPY = _common.VENV_BIN / "py-spy"
+PYSPY_RATE = 200  # samples per second per process
+TOP_N = 40
+# A failed profile is reported and does not stop the benchmark.
+PROFILE_ERRORS = (BenchError, OSError, subprocess.SubprocessError, requests.RequestException)
+
+
+def _short_path(path: str) -> str:
+    if "site-packages/" in path:
+        return path.split("site-packages/", 1)[1]
+    root = str(ROOT) + "/"
+    if path.startswith(root):
+        return path[len(root) :]
+    marker = "/lib/python3."
+    if marker in path:  # the standard library
+        return path.split(marker, 1)[1].split("/", 1)[-1]
+    return path
+
+
+def _ranked(table: dict[tuple[str, str], float], total: float) -> list[dict[str, Any]]:
+    ranked = sorted(table.items(), key=lambda kv: kv[1], reverse=True)[:TOP_N]
+    return [
+        {"function": fn, "where": where, "samples": n, "pct": round(100.0 * n / total, 2) if total else 0.0}
+        for (fn, where), n in ranked
+    ]
+
+
+def _package(where: str) -> str:
+    """What to group self time by: the module for app/ code, else the top-level package."""
+    if where.startswith("app/"):
+        return where
+    head = where.split("/", 1)[0]
+    return head[:-3] if head.endswith(".py") else head or "?"
+
+
+def profile_views(
+    self_n: dict[tuple[str, str], float], incl_n: dict[tuple[str, str], float], total: float
+) -> dict[str, Any]:
+    """Ranked views of a profile: self and inclusive per function, app/ code only, self per package."""
+    packages: dict[tuple[str, str], float] = {}
+    for (_fn, where), n in self_n.items():
+        key = (_package(where), "")
+        packages[key] = packages.get(key, 0.0) + n
+    app_only = {k: n for k, n in incl_n.items() if k[1].startswith("app/")}
+    return {
+        "by_self": _ranked(self_n, total),
+        "by_inclusive": _ranked(incl_n, total),
+        "app_by_inclusive": _ranked(app_only, total),
+        "by_package": _ranked(packages, total),
+    }
+
+
+def parse_pyspy_raw(text: str) -> dict[str, Any]:
+    """Self (leaf) and inclusive sample counts per function from `py-spy record --format raw`."""
+    self_n: dict[tuple[str, str], float] = {}
+    incl_n: dict[tuple[str, str], float] = {}
+    total = 0.0
+    for line in text.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = float(count)
+        keys = []
+        for frame in stack.split(";"):
+            if frame.startswith("process ") or frame.startswith("thread "):
+                continue  # the process/thread pseudo-frames py-spy adds
+            fn, sep, where = frame.rpartition(" (")
+            key = (fn, _short_path(where.rstrip(")"))) if sep else (frame, "")
+            keys.append(key)
+        if not keys:
+            continue
+        total += n
+        self_n[keys[-1]] = self_n.get(keys[-1], 0.0) + n
+        for key in set(keys):
+            incl_n[key] = incl_n.get(key, 0.0) + n
+    return {"total_samples": int(total), **profile_views(self_n, incl_n, total)}
+
+
+def profile_pyspy(
+    args: argparse.Namespace, server: _common.Server, net: Network, pool: list[str], receipts: Receipts
+) -> dict[str, Any]:
+    """py-spy (GIL holders only) on the benchmark's own gunicorn while 16 clients place 3-line orders."""
+    assert server.proc is not None
+    raw = RESULTS_DIR / f"orders-{args.stamp}.pyspy.txt"
+    seconds = math.ceil(args.profile_seconds)
+    cmd = [str(PYSPY), "record", "--pid", str(server.proc.pid), "--subprocesses", "--gil", "--nolineno",
+           "--rate", str(PYSPY_RATE), "--duration", str(seconds), "--format", "raw", "-o", str(raw)]  # fmt: skip
+    out: dict[str, Any] = {
+        "tool": "py-spy",
+        "command": " ".join(cmd[1:]),
+        "server": server_desc(server),
+        "clients": PROFILE_CLIENTS,
+        "seconds": seconds,
+        "measure": "share of py-spy samples of a gunicorn worker thread holding the GIL (Python CPU time)",
+    }
+    floor = pool_floor(seconds + 2, args.warmup, 3, len(pool), MAX_PLAUSIBLE_ORDERS_PER_S)
+    top_up_pool(net, receipts, pool, floor)
+    sessions = [_common.session_for(net.storefront_key) for _ in range(PROFILE_CLIENTS)]
+    spy: subprocess.Popen[str] | None = None
+    try:
+        driver = Clients(sessions)
+        driver.run(args.warmup, order_step(net, pool, 3, None, f"{args.stamp}-prof-w", args.idempotency))
+        log(f"profile: py-spy on gunicorn pid {server.proc.pid}, 3-line x{PROFILE_CLIENTS} for {seconds}s")
+        spy = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(1.0)  # let it attach; the load below outlasts its window by a second or two
+        if spy.poll() is not None:
+            raise BenchError(f"py-spy exited {spy.returncode} at start: {spy.communicate()[0]}")
+        samples, wall, cpu = driver.run(
+            seconds + 1.5,
+            order_step(net, pool, 3, None, f"{args.stamp}-prof-m", args.idempotency),
+            CpuMeter(server.proc.pid),
+        )
+        spy_out, _ = spy.communicate(timeout=60)
+    finally:
+        if spy is not None and spy.poll() is None:  # a failure above: stop it, it is ours
+            spy.kill()
+            spy.communicate()
+        for sess in sessions:
+            sess.close()
+    out["pyspy_output"] = spy_out.strip()[-2000:]
+    if spy.returncode != 0 or not raw.exists():
+        raise BenchError(f"py-spy exited {spy.returncode}: {spy_out.strip()[-2000:]}")
+    out["load"] = asdict(
+        summarise("3-line (profiled)", PROFILE_CLIENTS, seconds + 1.5, samples, wall, cpu, 201)
+    )
+    out.update(parse_pyspy_raw(raw.read_text()))
+    out["files"] = [str(raw)]
+    return out
+
+
+def profile_pyinstrument(
     args: argparse.Namespace, keys: dict[str, str], pool: list[str], receipts_tag: str
 ) -> dict[str, Any]:
-    """A 3-line load at 16 clients against one gunicorn worker profiling every order with pyinstrument."""
+    """One single-threaded gunicorn worker that profiles every order with pyinstrument (wall clock).
+
+    One handler thread keeps GIL hand-offs out of the wall-clock profile: each request's time is
+    its own Python work plus its waits on PostgreSQL. The 16 clients queue in gunicorn.
+    """
     prefix = RESULTS_DIR / f"orders-{args.stamp}.profile"
     server = _common.Server(
-        PROFILE_WORKERS,
+        1,
         RESULTS_DIR / f"orders-{args.stamp}.profile.server.log",
         db_url=DB_URL,
-        threads=PROFILE_THREADS,
+        threads=1,
         app_spec="bench._profile_wsgi:application",
         extra_env={"BENCH_PROFILE_OUT": str(prefix)},
     )
-    out: dict[str, Any] = {"server": " ".join(server.command()[1:]), "clients": PROFILE_CLIENTS,
-                           "seconds": args.profile_seconds}  # fmt: skip
+    out: dict[str, Any] = {
+        "tool": "pyinstrument",
+        "server": server_desc(server),
+        "clients": PROFILE_CLIENTS,
+        "seconds": args.profile_seconds,
+        "measure": "share of the profiled requests' wall time (one handler thread: Python work + DB waits)",
+    }
     try:
-        log(
-            f"profile: starting gunicorn ({PROFILE_WORKERS} worker x {PROFILE_THREADS} threads, pyinstrument)"
-        )
+        log("profile: starting gunicorn (1 worker x 1 thread, pyinstrument)")
         server.start()
         net = fetch_network(server.base_url, keys)
         receipts = Receipts(net, receipts_tag)
@@ -650,37 +874,59 @@ def profile_run(
                 samples, wall, cpu = driver.run(
                     args.profile_seconds,
                     order_step(net, pool, 3, None, f"{args.stamp}-prof-m", args.idempotency),
+                    CpuMeter(server.proc.pid if server.proc else None),
                 )
                 log("profile: merging")
                 stats = api(http, "GET", f"{server.base_url}/__bench_profile/stop", 200)
         finally:
-            for s in sessions:
-                s.close()
-        cell = summarise("3-line (profiled)", PROFILE_CLIENTS, args.profile_seconds, samples, wall, cpu, 201)
-        out["load"] = asdict(cell)
+            for sess in sessions:
+                sess.close()
+        out["load"] = asdict(
+            summarise("3-line (profiled)", PROFILE_CLIENTS, args.profile_seconds, samples, wall, cpu, 201)
+        )
         out.update(stats)
     finally:
         server.stop()
     return out
 
 
+def server_desc(server: _common.Server) -> str:
+    if server.worker_class == "gthread":
+        return f"{server.workers} worker(s) x {server.threads} thread(s) (gthread)"
+    return f"{server.workers} worker(s) ({server.worker_class})"
+
+
 def render_profile(profile: dict[str, Any], top: int = 15) -> str:
+    load = profile.get("load")
     lines = [
-        f"profile: {profile.get('requests', 0)} POST /api/v1/orders (3-line) profiled in one worker "
-        f"({profile.get('server', '')}), {profile.get('total_s', 0):.1f} s of request wall time in all",
-        f"  load while profiling: {profile['load']['ok_per_s']:.1f} orders/s, p50 {profile['load']['p50_ms']:.1f} ms"
-        if "load" in profile
-        else "",
-        f"top {top} by self time (% of profiled request wall time):",
+        f"profile ({profile['tool']}): 3-line orders from {profile['clients']} clients for "
+        f"{profile['seconds']:g} s, gunicorn {profile['server']}",
+        f"  % = {profile['measure']}",
     ]
+    if profile["tool"] == "py-spy":
+        lines.append(f"  {profile.get('total_samples', 0)} samples; py-spy {profile['command']}")
+    else:
+        lines.append(
+            f"  {profile.get('requests', 0)} requests, {profile.get('total_s', 0):.1f} s of request time"
+        )
+    if load:
+        lines.append(
+            f"  load while profiling: {load['ok_per_s']:.1f} orders/s, p50 {load['p50_ms']:.1f} ms, "
+            f"p99 {load['p99_ms']:.1f} ms"
+        )
+    lines.append(f"top {top} by self time:")
     rows = [[f"{r['pct']:.1f}", r["function"], r["where"]] for r in profile.get("by_self", [])[:top]]
     lines += fmt_table(["self %", "function", "where"], rows, left=0)
-    lines.append(f"top {top} by inclusive time:")
-    rows = [[f"{r['pct']:.1f}", r["function"], r["where"]] for r in profile.get("by_inclusive", [])[:top]]
+    lines.append(f"top {top} app/ functions by inclusive time:")
+    rows = [[f"{r['pct']:.1f}", r["function"], r["where"]] for r in profile.get("app_by_inclusive", [])[:top]]
     lines += fmt_table(["incl %", "function", "where"], rows, left=0)
+    lines.append("self time by package (app/ by module):")
+    rows = [[f"{r['pct']:.1f}", r["function"]] for r in profile.get("by_package", [])[:top]]
+    lines += fmt_table(["self %", "package"], rows, left=0)
     for f in profile.get("files", []):
-        lines.append(f"  written: {Path(f).relative_to(ROOT) if Path(f).is_relative_to(ROOT) else f}")
-    return "\n".join(line for line in lines if line)
+        path = Path(f)
+        lines.append(f"  written: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
+    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- report
@@ -688,13 +934,18 @@ def _ms(v: float) -> str:
     return f"{v:.1f}" if v >= 10 else f"{v:.2f}"
 
 
-def _cell_row(c: dict[str, Any], ok_label: bool = True) -> list[str]:
+def _cpu(c: dict[str, Any]) -> str:
+    pct = c["cpu_pct"]
+    return "/".join(f"{pct[k]:.0f}" if k in pct else "-" for k in ("client", "app", "pg"))
+
+
+def _cell_row(c: dict[str, Any]) -> list[str]:
     first = c.get("first_conflict_s")
     return [
         c["phase"], str(c["clients"]), f"{c['ok_per_s']:.1f}", f"{c['requests_per_s']:.1f}",
         _ms(c["p50_ms"]), _ms(c["p90_ms"]), _ms(c["p99_ms"]), _ms(c["max_ms"]),
         str(c["ok"]), str(c["conflicts"]), str(c["other"]),
-        "-" if first is None else f"{first:.1f}", f"{c['client_cpu_pct']:.0f}",
+        "-" if first is None else f"{first:.1f}", _cpu(c),
     ]  # fmt: skip
 
 
@@ -730,9 +981,9 @@ def key_figures(report: dict[str, Any]) -> list[dict[str, Any]]:
 def render(report: dict[str, Any]) -> str:
     m, p = report["machine"], report["parameters"]
     heads = ["phase", "clients", "ok/s", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
-             "ok", "conflict", "other", "1st conflict s", "client cpu%"]  # fmt: skip
+             "ok", "short", "error", "1st short s", "cpu% cli/app/pg"]  # fmt: skip
     http_heads = ["phase", "clients", "orders/s", "req/s", "p50 ms", "p90 ms", "p99 ms", "max ms",
-                  "201", "409", "other", "1st 409 s", "client cpu%"]  # fmt: skip
+                  "201", "409", "other", "1st 409 s", "cpu% cli/app/pg"]  # fmt: skip
     out = [
         f"omnistock order benchmark  {report['timestamp']}  (commit {m['git_commit']})",
         "",
@@ -760,7 +1011,9 @@ def render(report: dict[str, Any]) -> str:
         "",
         "A. POST /api/v1/orders over HTTP (ship to 51.51,-0.12, 1 unit per line, allow_split, no partial, "
         + ("a fresh Idempotency-Key per request)" if p["idempotency"] else "no Idempotency-Key)"),
-        "   orders/s = 201s per second of wall time; latencies cover every request (201, 409 and other)",
+        "   orders/s = 201s per second of wall time; latencies cover every request (201, 409 and other);",
+        f"   cpu% = CPU used during the cell, % of one core (nproc {m['nproc']}): this load generator / "
+        "gunicorn master+workers / all postgres processes",
         *fmt_table(http_heads, [_cell_row(c) for c in report["http"]]),
     ]
     hot = report["hot"]
@@ -852,7 +1105,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-idempotency-key", dest="idempotency", action="store_false",
                         help="send orders without an Idempotency-Key header")  # fmt: skip
     parser.add_argument("--skip-bare", action="store_true", help="skip the bare-SQL baseline (C)")
-    parser.add_argument("--skip-profile", action="store_true", help="skip the pyinstrument profile")
+    parser.add_argument("--skip-profile", action="store_true", help="skip the profile (diagnostics)")
+    parser.add_argument("--profiler", default="auto", choices=["auto", "py-spy", "pyinstrument"],
+                        help="auto: py-spy if .venv/bin/py-spy exists, else pyinstrument")  # fmt: skip
     parser.add_argument(
         "--profile-seconds", type=float, default=None, help="profiled load seconds (30; quick 5)"
     )
@@ -868,6 +1123,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     if args.warmup < 0:
         parser.error("--warmup must not be negative")
+    if args.profiler == "auto":
+        args.profiler = "py-spy" if PYSPY.exists() else "pyinstrument"
+    elif args.profiler == "py-spy" and not PYSPY.exists():
+        parser.error(f"--profiler py-spy: {PYSPY} not found (pip install py-spy into .venv)")
     return args
 
 
@@ -919,6 +1178,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "skip_bare": args.skip_bare,
             "skip_profile": args.skip_profile,
             "profile_seconds": args.profile_seconds,
+            "profiler": args.profiler,
             "bare_sql": "UPDATEs and INSERTs each sent as one psycopg executemany (pipeline mode)",
         },
         "machine": {
@@ -966,16 +1226,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )  # fmt: skip
     report["parameters"]["gunicorn_command"] = " ".join(server.command()[1:])
     pool: list[str] = []
+    warehouse = ""
     receipts_units = receipts_count = 0
     try:
         log(f"starting gunicorn on {server.base_url} ({gunicorn_desc(args)})")
         server.start()
         net = fetch_network(server.base_url, keys)
-        log(f"catalog: {len(net.skus)} SKUs, {len(net.locations)} locations, warehouse {net.warehouse}")
+        warehouse = net.warehouse
+        log(f"catalog: {len(net.skus)} SKUs, {len(net.locations)} locations, warehouse {warehouse}")
         pool, hot_sku, hot_initial = choose_skus(net, rng, POOL_SIZE)
         receipts = Receipts(net, f"{stamp}-bench")
         hot = HotLedger(hot_sku, initial_available=hot_initial)
-        http_phases(net, args, pool, hot, receipts, report)
+        meter = CpuMeter(server.proc.pid if server.proc else None)
+        http_phases(net, args, pool, hot, receipts, meter, report)
         hot.final_available = availability(net, [hot.sku])[hot.sku].total
         given = hot.initial_available + hot.received
         report["hot"] = {
@@ -984,6 +1247,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "final_available": hot.final_available,
             "ok": hot.sold <= given and hot.final_available == given - hot.sold,
         }  # fmt: skip
+        if not args.skip_profile and args.profiler == "py-spy":
+            try:
+                report["profile"] = profile_pyspy(args, server, net, pool, receipts)
+            except PROFILE_ERRORS as exc:  # diagnostics only: report it, keep the measurements
+                report["profile"] = {"tool": "py-spy", "error": str(exc)}
+                log(f"profile failed: {exc}")
         if not args.skip_bare:
             # Stock for the whole baseline, received while the server still runs (the baseline
             # releases what it reserves afterwards, so this stock stays on hand).
@@ -998,18 +1267,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         server.stop()
 
     if not args.skip_bare:
-        rows = bare_rows(pool, net.warehouse)
+        rows = bare_rows(pool, warehouse)
         expected = bare_phases(args, rows, report)
         log("undoing the bare-SQL reservations with compensating release movements")
         report["bare_undo"] = undo_bare(expected)
         if not report["bare_undo"]["ok"]:
             report["error_samples"].append(f"bare-SQL undo mismatch: {report['bare_undo']}")
 
-    if not args.skip_profile:
+    if not args.skip_profile and args.profiler == "pyinstrument":
         try:
-            report["profile"] = profile_run(args, keys, pool, f"{stamp}-profile")
-        except BenchError as exc:  # diagnostics only: report it, keep the measurements
-            report["profile"] = {"error": str(exc)}
+            report["profile"] = profile_pyinstrument(args, keys, pool, f"{stamp}-profile")
+        except PROFILE_ERRORS as exc:  # diagnostics only: report it, keep the measurements
+            report["profile"] = {"tool": "pyinstrument", "error": str(exc)}
             log(f"profile failed: {exc}")
 
     report["receipts"] = {"units": receipts_units, "count": receipts_count}

@@ -6,13 +6,13 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select, text
 from sqlalchemy.orm import Session
 
 from app.db import utcnow
 from app.domain import ledger
 from app.domain.ledger import Deltas
-from app.models import Channel, ChannelLocation, Location, OutboxEvent, Sku, StockLevel
+from app.models import Channel, ChannelLocation, Location, OutboxEvent, Sku
 
 ORDER_EVENTS = (
     "order.created", "order.cancelled", "fulfilment.allocated", "fulfilment.picking",
@@ -22,6 +22,9 @@ ORDER_EVENTS = (
 )  # fmt: skip
 STOCK_EVENTS = ("stock.out_of_stock", "stock.back_in_stock")
 EVENT_TYPES = ORDER_EVENTS + STOCK_EVENTS
+
+
+_INSERT_EVENT = insert(OutboxEvent)
 
 
 def emit(session: Session, events: Iterable[dict[str, Any]], now: datetime | None = None) -> None:
@@ -38,7 +41,14 @@ def emit(session: Session, events: Iterable[dict[str, Any]], now: datetime | Non
         for e in events
     ]
     if rows:
-        session.connection().execute(insert(OutboxEvent), rows)
+        session.connection().execute(_INSERT_EVENT, rows)
+
+
+_LEVELS_AFTER = text("""
+SELECT s.sku_id, s.location_id, s.on_hand, s.reserved, s.safety_stock, l.default_safety_stock
+FROM stock_levels s JOIN locations l ON l.id = s.location_id
+WHERE s.sku_id IN :sku_ids AND s.location_id IN :loc_ids
+""").bindparams(bindparam("sku_ids", expanding=True), bindparam("loc_ids", expanding=True))
 
 
 def stock_transitions(
@@ -52,14 +62,13 @@ def stock_transitions(
     keys = [k for k, d in changed.items() if d.on_hand or d.reserved]
     if not keys:
         return
-    rows = session.execute(
-        select(
-            StockLevel.sku_id, StockLevel.location_id, StockLevel.on_hand, StockLevel.reserved,
-            StockLevel.safety_stock, Location.default_safety_stock,
+    rows = (
+        session.connection()
+        .execute(
+            _LEVELS_AFTER, {"sku_ids": list({k[0] for k in keys}), "loc_ids": list({k[1] for k in keys})}
         )
-        .join(Location, Location.id == StockLevel.location_id)
-        .where(StockLevel.sku_id.in_({k[0] for k in keys}), StockLevel.location_id.in_({k[1] for k in keys}))
-    ).all()  # fmt: skip
+        .all()
+    )
     crossings: list[tuple[int, int, str, int]] = []  # sku, loc, kind ("online"/"store"), available
     for sku_id, loc_id, on_hand, reserved, override, default in rows:
         d = changed.get((sku_id, loc_id))

@@ -117,6 +117,9 @@ def apply_deltas(session: Session, totals: dict[Key, Deltas], now: datetime) -> 
         session.connection().execute(_apply_deltas, params)
 
 
+_INSERT_MOVEMENTS = insert(Movement).returning(Movement.id, sort_by_parameter_order=True)
+
+
 def insert_movements(session: Session, legs: Sequence[Leg], now: datetime | None = None) -> list[int]:
     """Append the movement rows; returns their ids in the order given."""
     if not legs:
@@ -145,8 +148,7 @@ def insert_movements(session: Session, legs: Sequence[Leg], now: datetime | None
         }
         for leg in legs
     ]
-    stmt = insert(Movement).returning(Movement.id, sort_by_parameter_order=True)
-    return list(session.connection().execute(stmt, rows).scalars())
+    return list(session.connection().execute(_INSERT_MOVEMENTS, rows).scalars())
 
 
 def totals_by_key(legs: Iterable[Leg]) -> dict[Key, Deltas]:

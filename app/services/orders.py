@@ -8,15 +8,16 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, insert, or_, select, text, update
+from sqlalchemy import JSON, Date, bindparam, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.db import Retry, is_sqlite, utcnow
+from app.db import Retry, UTCDateTime, is_sqlite, utcnow
 from app.domain import fulfilment as lifecycle
 from app.domain import routing
 from app.domain.errors import (
@@ -30,7 +31,6 @@ from app.domain.fulfilment import Status
 from app.domain.ledger import Deltas, Kind
 from app.models import (
     Channel,
-    ChannelLocation,
     Fulfilment,
     FulfilmentLine,
     Location,
@@ -197,67 +197,87 @@ class Context:
     online: bool
     sku_ids: dict[str, int]
     locations: dict[str, _Loc] = field(default_factory=dict)
+    location_by_id: dict[int, _Loc] = field(default_factory=dict)
     days: dict[int, date] = field(default_factory=dict)
+
+
+# Hot path: one round trip for every location's settings, channel membership, today's
+# shipments against capacity (its local day is one of three UTC-adjacent dates) and stock.
+_CANDIDATES = text("""
+SELECT l.id, l.code, l.lat, l.lon, l.priority, l.active, l.ships, l.pickup, l.daily_capacity,
+       l.timezone, l.default_safety_stock,
+       EXISTS (SELECT 1 FROM channel_locations cl
+               WHERE cl.channel_id = :channel_id AND cl.location_id = l.id) AS serves,
+       (SELECT u.used FROM location_day_usage u WHERE u.location_id = l.id AND u.day = :d0) AS used0,
+       (SELECT u.used FROM location_day_usage u WHERE u.location_id = l.id AND u.day = :d1) AS used1,
+       (SELECT u.used FROM location_day_usage u WHERE u.location_id = l.id AND u.day = :d2) AS used2,
+       s.sku_id, s.on_hand, s.reserved, s.safety_stock
+FROM locations l
+LEFT JOIN stock_levels s ON s.location_id = l.id AND s.sku_id IN :sku_ids
+ORDER BY l.id
+""").bindparams(
+    bindparam("sku_ids", expanding=True),
+    bindparam("d0", type_=Date()),
+    bindparam("d1", type_=Date()),
+    bindparam("d2", type_=Date()),
+)
 
 
 def load_candidates(session: Session, ctx: Context, now: datetime) -> list[routing.Candidate]:
     """Every location with what it can offer this order now: stock net of reservations and safety."""
-    served = (
-        select(ChannelLocation.location_id)
-        .where(ChannelLocation.channel_id == ctx.channel_id, ChannelLocation.location_id == Location.id)
-        .exists()
+    utc_day = now.date()
+    days = (utc_day - timedelta(days=1), utc_day, utc_day + timedelta(days=1))
+    rows = (
+        session.connection()
+        .execute(
+            _CANDIDATES,
+            {
+                "channel_id": ctx.channel_id,
+                "sku_ids": list(ctx.sku_ids.values()),
+                "d0": days[0],
+                "d1": days[1],
+                "d2": days[2],
+            },
+        )
+        .all()
     )
-    rows = session.execute(
-        select(
-            Location.id, Location.code, Location.lat, Location.lon, Location.priority,
-            Location.active, Location.ships, Location.pickup, Location.daily_capacity,
-            Location.timezone, Location.default_safety_stock, served,
-            StockLevel.sku_id, StockLevel.on_hand, StockLevel.reserved, StockLevel.safety_stock,
-        )
-        .outerjoin(
-            StockLevel,
-            and_(StockLevel.location_id == Location.id, StockLevel.sku_id.in_(list(ctx.sku_ids.values()))),
-        )
-        .order_by(Location.id)
-    ).all()  # fmt: skip
     code_of = {v: k for k, v in ctx.sku_ids.items()}
     info: dict[int, dict[str, Any]] = {}
-    for (lid, code, lat, lon, prio, active, ships, pickup, cap, tz, dsafe, serves,
+    for (lid, code, lat, lon, prio, active, ships, pickup, cap, tz, dsafe, serves, u0, u1, u2,
          sku_id, on_hand, reserved, override) in rows:  # fmt: skip
-        entry = info.setdefault(lid, {
-            "code": code, "lat": lat, "lon": lon, "priority": prio, "active": active,
-            "ships": ships, "pickup": pickup, "cap": cap, "tz": tz, "dsafe": dsafe,
-            "serves": bool(serves), "stock": {},
-        })  # fmt: skip
+        entry = info.get(lid)
+        if entry is None:
+            used = 0
+            if cap is not None:
+                local = now.astimezone(_zone(tz)).date()
+                ctx.days[lid] = local
+                used = {days[0]: u0, days[1]: u1, days[2]: u2}.get(local) or 0
+            entry = info[lid] = {
+                "code": code, "lat": lat, "lon": lon, "priority": prio, "active": bool(active),
+                "ships": bool(ships), "pickup": bool(pickup), "cap": cap, "tz": tz, "dsafe": dsafe,
+                "serves": bool(serves), "stock": {}, "used": used,
+            }  # fmt: skip
         if sku_id is not None:
             safety = (dsafe if override is None else override) if ctx.online else 0
             entry["stock"][code_of[sku_id]] = max(on_hand - reserved - safety, 0)
-    limited = {lid: e for lid, e in info.items() if e["cap"] is not None}
-    usage: dict[tuple[int, date], int] = {}
-    if limited:
-        for lid, e in limited.items():
-            ctx.days[lid] = now.astimezone(ZoneInfo(e["tz"])).date()
-        rows2 = session.execute(
-            select(LocationDayUsage.location_id, LocationDayUsage.day, LocationDayUsage.used).where(
-                LocationDayUsage.location_id.in_(list(limited)),
-                LocationDayUsage.day.in_(set(ctx.days.values())),
-            )
-        ).all()
-        usage = {(lid, day): used for lid, day, used in rows2}
     out = []
     for lid, e in info.items():
         ctx.locations[e["code"]] = _Loc(lid, e["code"], e["tz"], e["cap"], e["dsafe"])
-        remaining = None
-        if e["cap"] is not None:
-            remaining = max(e["cap"] - usage.get((lid, ctx.days[lid]), 0), 0)
+        ctx.location_by_id[lid] = ctx.locations[e["code"]]
         out.append(
             routing.Candidate(
                 code=e["code"], lat=e["lat"], lon=e["lon"], priority=e["priority"],
-                remaining_capacity=remaining, stock=e["stock"], active=e["active"],
-                ships=e["ships"], pickup=e["pickup"], serves_channel=e["serves"],
+                remaining_capacity=None if e["cap"] is None else max(e["cap"] - e["used"], 0),
+                stock=e["stock"], active=e["active"], ships=e["ships"], pickup=e["pickup"],
+                serves_channel=e["serves"],
             )
         )  # fmt: skip
     return out
+
+
+@lru_cache(maxsize=64)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
 
 
 def _routing_request(cmd: PlaceOrder, lat: float | None, lon: float | None) -> routing.RoutingRequest:
@@ -367,7 +387,7 @@ def reserve(session: Session, ctx: Context, wanted: dict[tuple[int, int], int], 
     """Reserve every (sku, location) qty or none: rows in a stable order; any shortfall is a lost race."""
     params = []
     for (sku_id, loc_id), qty in sorted(wanted.items()):
-        loc = next(v for v in ctx.locations.values() if v.id == loc_id)
+        loc = ctx.location_by_id[loc_id]
         params.append({"k_sku": sku_id, "k_loc": loc_id, "qty": qty, "now": now,
                        "online": 1 if ctx.online else 0, "default_safety": loc.default_safety})  # fmt: skip
     if not params:
@@ -377,20 +397,22 @@ def reserve(session: Session, ctx: Context, wanted: dict[tuple[int, int], int], 
         raise LostRace("stock changed between routing and reserving")
 
 
+_TAKE_CAPACITY = text("""
+INSERT INTO location_day_usage (location_id, day, used) VALUES (:loc, :day, 1)
+ON CONFLICT (location_id, day) DO UPDATE SET used = location_day_usage.used + 1
+WHERE location_day_usage.used < :cap
+RETURNING used
+""").bindparams(bindparam("day", type_=Date()))
+
+
 def take_capacity(session: Session, ctx: Context, location_ids: Sequence[int]) -> None:
     """Count one shipment against each capacity-limited location's day, or lose the race."""
-    dialect = sqlite if is_sqlite(session.get_bind()) else postgresql  # type: ignore[arg-type]
     for loc_id in sorted(set(location_ids)):
-        loc = next(v for v in ctx.locations.values() if v.id == loc_id)
+        loc = ctx.location_by_id[loc_id]
         if loc.daily_capacity is None:
             continue
-        stmt = dialect.insert(LocationDayUsage).values(location_id=loc_id, day=ctx.days[loc_id], used=1)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["location_id", "day"],
-            set_={"used": LocationDayUsage.used + 1},
-            where=LocationDayUsage.used < loc.daily_capacity,
-        ).returning(LocationDayUsage.used)
-        if session.execute(stmt).first() is None:
+        params = {"loc": loc_id, "day": ctx.days[loc_id], "cap": loc.daily_capacity}
+        if session.connection().execute(_TAKE_CAPACITY, params).first() is None:
             raise LostRace(f"{loc.code} reached its daily capacity")
 
 
@@ -414,15 +436,37 @@ class Placed:
     replayed: bool
 
 
-def _existing(session: Session, cmd: PlaceOrder, channel_id: int) -> Order | None:
-    conds = []
-    if cmd.idempotency_key:
-        conds.append(Order.idempotency_key == cmd.idempotency_key)
-    if cmd.external_id:
-        conds.append(and_(Order.channel_id == channel_id, Order.external_id == cmd.external_id))
-    if not conds:
+_EXISTING = text("""
+SELECT id, request_hash FROM orders
+WHERE idempotency_key = :key OR (channel_id = :channel_id AND external_id = :external_id)
+LIMIT 1
+""")
+
+
+def _existing(session: Session, cmd: PlaceOrder, channel_id: int) -> tuple[int, str] | None:
+    if not cmd.idempotency_key and not cmd.external_id:
         return None
-    return session.scalars(select(Order).where(or_(*conds)).limit(1)).first()
+    row = (
+        session.connection()
+        .execute(
+            _EXISTING, {"key": cmd.idempotency_key, "channel_id": channel_id, "external_id": cmd.external_id}
+        )
+        .first()
+    )
+    return (int(row[0]), str(row[1])) if row else None
+
+
+_INSERT_ORDER = text("""
+INSERT INTO orders (external_id, idempotency_key, request_hash, channel_id, customer_ref, status,
+    delivery_type, ship_lat, ship_lon, ship_postcode, pickup_location_id, allow_split, allow_partial,
+    routing, created_at, updated_at)
+VALUES (:external_id, :idempotency_key, :request_hash, :channel_id, :customer_ref, :status,
+    :delivery_type, :ship_lat, :ship_lon, :ship_postcode, :pickup_location_id, :allow_split,
+    :allow_partial, :routing, :now, :now)
+ON CONFLICT DO NOTHING
+RETURNING id
+""").bindparams(bindparam("routing", type_=JSON()), bindparam("now", type_=UTCDateTime()))
+_INSERT_FULFILMENTS = insert(Fulfilment).returning(Fulfilment.id, sort_by_parameter_order=True)
 
 
 def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datetime | None = None) -> Placed:
@@ -432,11 +476,12 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
     channel_id, _ = _channel(session, cmd.channel)
     prior = _existing(session, cmd, channel_id)
     if prior is not None:
-        if prior.request_hash != fingerprint:
+        prior_id, prior_hash = prior
+        if prior_hash != fingerprint:
             raise IdempotencyConflict(
-                f"order {prior.id} was placed with this key and a different body", order_id=prior.id
+                f"order {prior_id} was placed with this key and a different body", order_id=prior_id
             )
-        return Placed(get_order(session, prior.id), replayed=True)
+        return Placed(get_order(session, prior_id), replayed=True)
 
     ctx, decision, point = decide(session, cmd, policy, now)
     if decision.status == "refused":
@@ -455,25 +500,18 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
     status = "partially_allocated" if backordered else "allocated"
     if not decision.allocations:
         status = "backordered"
-    order_stmt = (
-        _dialect_insert(session, Order)
-        .values(
-            external_id=cmd.external_id, idempotency_key=cmd.idempotency_key, request_hash=fingerprint,
-            channel_id=ctx.channel_id, customer_ref=cmd.customer_ref, status=status,
-            delivery_type=cmd.delivery.type, ship_lat=point[0], ship_lon=point[1],
-            ship_postcode=cmd.delivery.postcode,
-            pickup_location_id=loc_id.get(cmd.delivery.location or ""),
-            allow_split=cmd.allow_split, allow_partial=cmd.allow_partial,
-            routing=explain(decision), created_at=now, updated_at=now,
-        )
-        .on_conflict_do_nothing()
-        .returning(Order.id)
-    )  # fmt: skip
-    order_id = session.execute(order_stmt).scalar()
+    routing_out = explain(decision)
+    conn = session.connection()
+    order_id = conn.execute(_INSERT_ORDER, {
+        "external_id": cmd.external_id, "idempotency_key": cmd.idempotency_key, "request_hash": fingerprint,
+        "channel_id": ctx.channel_id, "customer_ref": cmd.customer_ref, "status": status,
+        "delivery_type": cmd.delivery.type, "ship_lat": point[0], "ship_lon": point[1],
+        "ship_postcode": cmd.delivery.postcode, "pickup_location_id": loc_id.get(cmd.delivery.location or ""),
+        "allow_split": cmd.allow_split, "allow_partial": cmd.allow_partial, "routing": routing_out, "now": now,
+    }).scalar()  # fmt: skip
     if order_id is None:
         # A concurrent request with the same key committed first: run again to return it.
         raise Retry("idempotency key taken concurrently")
-    conn = session.connection()
     conn.execute(
         insert(OrderLine),
         [{"order_id": order_id, "line_no": i + 1, "sku_id": ctx.sku_ids[s], "qty": q,
@@ -483,7 +521,7 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
     ordered = sorted(decision.allocations, key=lambda a: (a.type != "pickup", a.location))
     fids = list(
         conn.execute(
-            insert(Fulfilment).returning(Fulfilment.id, sort_by_parameter_order=True),
+            _INSERT_FULFILMENTS,
             [{"order_id": order_id, "location_id": loc_id[a.location], "type": a.type,
               "status": Status.ALLOCATED.value, "to_location_id": loc_id.get(a.to_location or ""),
               "feeds_fulfilment_id": None, "at_risk": False, "created_at": now, "updated_at": now}
@@ -548,7 +586,7 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
         "delivery": _delivery_out(cmd.delivery.type, point[0], point[1], cmd.delivery.postcode, cmd.delivery.location),
         "lines": [{"sku": s, "qty": q, "backordered": backordered.get(s, 0), "cancelled": 0, "returned": 0}
                   for s, q in cmd.lines],
-        "fulfilments": fulfilments_out, "routing": explain(decision),
+        "fulfilments": fulfilments_out, "routing": routing_out,
         "created_at": now, "updated_at": now,
     }  # fmt: skip
     return Placed(order_out, replayed=False)
