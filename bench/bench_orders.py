@@ -997,6 +997,9 @@ def render(report: dict[str, Any]) -> str:
                 ["python", m["python"]],
                 ["postgresql", m["postgresql"]],
                 ["gunicorn", p["gunicorn"]],
+                ["postgresql settings", " ".join(f"{k}={v}" for k, v in m.get("pg_settings", {}).items())],
+                ["ANALYZE after seeding", "yes" if p["analyze"] else "no (--no-analyze)"],
+                ["app/ uncommitted changes", ", ".join(m["dirty_app_files"]) or "none"],
                 ["load average at start", m["loadavg_start"]],
                 ["load average at end", m.get("loadavg_end", "?")],
             ],
@@ -1104,6 +1107,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-idempotency-key", dest="idempotency", action="store_false",
                         help="send orders without an Idempotency-Key header")  # fmt: skip
+    parser.add_argument("--no-analyze", dest="analyze", action="store_false",
+                        help="do not ANALYZE the database after seeding")  # fmt: skip
     parser.add_argument("--skip-bare", action="store_true", help="skip the bare-SQL baseline (C)")
     parser.add_argument("--skip-profile", action="store_true", help="skip the profile (diagnostics)")
     parser.add_argument("--profiler", default="auto", choices=["auto", "py-spy", "pyinstrument"],
@@ -1134,6 +1139,30 @@ def gunicorn_desc(args: argparse.Namespace) -> str:
     if args.worker_class == "gthread":
         return f"{args.workers} workers x {args.threads} threads (gthread), --no-control-socket"
     return f"{args.workers} workers ({args.worker_class}), --no-control-socket"
+
+
+PG_SETTINGS = ("autovacuum", "jit", "synchronous_commit", "shared_buffers", "max_connections")
+
+
+def pg_settings() -> dict[str, str]:
+    with psycopg.connect(DSN) as conn:
+        return {name: str(conn.execute(f"SHOW {name}").fetchone()[0]) for name in PG_SETTINGS}  # type: ignore[index]
+
+
+def analyze() -> float:
+    """ANALYZE the scratch database; returns the seconds it took."""
+    began = time.perf_counter()
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute("ANALYZE")
+    return time.perf_counter() - began
+
+
+def dirty_app_files() -> list[str]:
+    """Files under app/ with uncommitted changes: the code measured is HEAD plus these."""
+    proc = subprocess.run(
+        ["git", "status", "--porcelain", "--", "app"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    return [line[3:] for line in proc.stdout.splitlines() if line.strip()]
 
 
 def loadavg() -> str:
@@ -1179,6 +1208,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "skip_profile": args.skip_profile,
             "profile_seconds": args.profile_seconds,
             "profiler": args.profiler,
+            "analyze": args.analyze,
             "bare_sql": "UPDATEs and INSERTs each sent as one psycopg executemany (pipeline mode)",
         },
         "machine": {
@@ -1189,6 +1219,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "postgresql": "unknown",
             "git_commit": _common.git_commit(),
             "loadavg_start": loadavg(),
+            "dirty_app_files": dirty_app_files(),
         },
         "http": [],
         "hot": {},
@@ -1219,6 +1250,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )  # fmt: skip
         report["seed_s"] = round(time.perf_counter() - began, 1)
         keys = _common.read_keys(keys_file)
+    if args.analyze:
+        # autovacuum may be off (it is on this machine's server): a freshly seeded database then
+        # has no statistics, and the planner's row estimates are off by orders of magnitude.
+        log("ANALYZE")
+        report["analyze_s"] = round(analyze(), 1)
+    report["machine"]["pg_settings"] = pg_settings()
 
     server = _common.Server(
         args.workers, ROOT / report["server_log"], db_url=DB_URL, threads=args.threads,

@@ -118,10 +118,13 @@ def apply_deltas(session: Session, totals: dict[Key, Deltas], now: datetime) -> 
 
 
 _INSERT_MOVEMENTS = insert(Movement).returning(Movement.id, sort_by_parameter_order=True)
+_INSERT_MOVEMENTS_PLAIN = insert(Movement)
 
 
-def insert_movements(session: Session, legs: Sequence[Leg], now: datetime | None = None) -> list[int]:
-    """Append the movement rows; returns their ids in the order given."""
+def insert_movements(
+    session: Session, legs: Sequence[Leg], now: datetime | None = None, *, ids: bool = False
+) -> list[int]:
+    """Append the movement rows; with ids=True returns their ids in the order given."""
     if not legs:
         return []
     now = now or utcnow()
@@ -148,6 +151,10 @@ def insert_movements(session: Session, legs: Sequence[Leg], now: datetime | None
         }
         for leg in legs
     ]
+    if not ids:
+        # Without RETURNING, psycopg sends the whole executemany as one pipelined batch.
+        session.connection().execute(_INSERT_MOVEMENTS_PLAIN, rows)
+        return []
     return list(session.connection().execute(_INSERT_MOVEMENTS, rows).scalars())
 
 

@@ -253,7 +253,7 @@ def post_movements(
     totals = totals_by_key(legs)
     apply_deltas(session, totals, now)
     try:
-        ids = insert_movements(session, legs, now)
+        ids = insert_movements(session, legs, now, ids=True)
     except IntegrityError as exc:
         # Another transaction recorded one of these outside facts after our replay check
         # (a different batch naming the same external_ref): run again and it shows as replayed.
