@@ -44,5 +44,7 @@ def serve(app: Flask, host: str, port: int, threads: int) -> None:
             "accesslog": None,
             "timeout": 60,
             "graceful_timeout": 10,
+            # gunicorn 27's control socket lives in a per-user path; two demos would collide on it.
+            "control_socket_disable": True,
         },
     ).run()

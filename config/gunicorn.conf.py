@@ -13,6 +13,8 @@ keepalive = 5
 max_requests = 20000
 max_requests_jitter = 2000
 accesslog = None  # the app logs every request as JSON with its request id
+# Runtime control goes through the orchestrator, not gunicorn's per-user control socket.
+control_socket_disable = True
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")
 
 

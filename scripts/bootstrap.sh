@@ -15,8 +15,16 @@ want="$1"  # requirements file to install
 stamp=".venv/.installed-$(basename "$want")"
 digest="$(cat requirements*.txt | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$digest" ]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r "$want"
+  echo "installing $want into .venv ..."
+  for args in "-r $want"; do
+    # shellcheck disable=SC2086  # args are two words on purpose
+    if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check $args > .venv/pip.log 2>&1; then
+      # This machine's pip config names local mirrors that may be absent; pip warns once per package.
+      grep -v '^WARNING: Location' .venv/pip.log >&2
+      echo "pip install $args failed" >&2
+      exit 1
+    fi
+  done
   echo "$digest" > "$stamp"
 fi
 export PATH="$ROOT/.venv/bin:$PATH"
