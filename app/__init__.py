@@ -27,6 +27,16 @@ class IsoJSONProvider(DefaultJSONProvider):
         return DefaultJSONProvider.default(o)
 
 
+class OmnistockAPI(OpenAPI):
+    """flask-openapi3, plus the request headers views document themselves."""
+
+    def generate_spec_json(self) -> None:
+        from app.routes.common import add_documented_headers
+
+        super().generate_spec_json()  # type: ignore[no-untyped-call]
+        add_documented_headers(self, self.spec_json)
+
+
 def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     """Build the web app: config, one engine and session factory, routes, errors, CLI."""
     from app import cli, errors, observability
@@ -35,7 +45,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     config = load_config(overrides)
     ensure_secret_key(config)
     observability.configure_logging(str(config["LOG_LEVEL"]), str(config["LOG_FORMAT"]))
-    app = OpenAPI(
+    app = OmnistockAPI(
         __name__,
         info=Info(title="omnistock API", version=__version__),
         security_schemes=common.SECURITY_SCHEMES,

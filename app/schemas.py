@@ -416,11 +416,6 @@ class OrderIn(Strict):
     allow_partial: bool = False
 
 
-class IdempotencyHeader(BaseModel):
-    model_config = ConfigDict(populate_by_name=True)
-    idempotency_key: str | None = Field(None, alias="Idempotency-Key", min_length=1, max_length=200)
-
-
 class LineQty(BaseModel):
     sku: str
     qty: int

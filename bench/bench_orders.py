@@ -242,6 +242,9 @@ class Cell:
     cpu_pct: dict[str, float]  # CPU over the cell, % of one core: client, app (gunicorn), pg
     units: int  # units reserved by the successful requests
     first_conflict_s: float | None = None
+    ok_per_s_until_conflict: float | None = None  # successes per second before the first conflict
+    ok_p50_ms: float = 0.0  # latencies of the successful requests only
+    ok_p99_ms: float = 0.0
     conflict_codes: dict[str, int] = field(default_factory=dict)
     error_samples: list[str] = field(default_factory=list)
     warmup_requests: int = 0
@@ -266,6 +269,8 @@ def summarise(
     codes: dict[str, int] = {}
     for s in conflicts:
         codes[s.code or "?"] = codes.get(s.code or "?", 0) + 1
+    first_conflict = min((s.t_end_s for s in conflicts), default=None)
+    ok_latencies = sorted(s.latency_s * 1000.0 for s in ok)
     errors: list[str] = []
     for s in samples:
         if s.error and s.error not in errors:
@@ -289,7 +294,12 @@ def summarise(
         max_ms=latencies[-1] if latencies else 0.0,
         cpu_pct={k: 100.0 * v / wall if wall > 0 else 0.0 for k, v in cpu_s.items()},
         units=sum(s.units for s in ok),
-        first_conflict_s=min((s.t_end_s for s in conflicts), default=None),
+        first_conflict_s=first_conflict,
+        ok_per_s_until_conflict=(
+            sum(1 for s in ok if s.t_end_s <= first_conflict) / first_conflict if first_conflict else None
+        ),
+        ok_p50_ms=percentile(ok_latencies, 50),
+        ok_p99_ms=percentile(ok_latencies, 99),
         conflict_codes=codes,
         error_samples=errors,
     )
@@ -1025,9 +1035,24 @@ def render(report: dict[str, Any]) -> str:
         out += [
             "",
             f"B. hot SKU oversell check: {hot['sku']}, total_available set to exactly {p['hot_stock']} "
-            f"(receipts at the warehouse) before each cell; sold = units reserved by 201s",
+            f"(receipts at the warehouse) before each cell; sold = units reserved by 201s;",
+            "   at WH = of which at the warehouse; sell/s = 201s per second until the first 409 (sell-out);",
+            "   201 p50/p99 = latency (ms) of the 201 responses only",
             *fmt_table(
-                ["cell", "stock", "at warehouse", "sold", "oversell", "available after", "expected", "check"],
+                [
+                    "cell",
+                    "stock",
+                    "at WH",
+                    "sold",
+                    "oversell",
+                    "avail after",
+                    "expected",
+                    "check",
+                    "sold out s",
+                    "sell/s",
+                    "201 p50",
+                    "201 p99",
+                ],
                 [
                     [
                         f"hot-sku x{c['clients']}",
@@ -1038,6 +1063,10 @@ def render(report: dict[str, Any]) -> str:
                         str(c["stock"]["available_after"]),
                         str(c["stock"]["expected_after"]),
                         "ok" if c["stock"]["available_ok"] and c["stock"]["oversell"] == 0 else "FAILED",
+                        "-" if c["first_conflict_s"] is None else f"{c['first_conflict_s']:.1f}",
+                        f"{c['ok_per_s_until_conflict'] or c['ok_per_s']:.1f}",
+                        _ms(c["ok_p50_ms"]),
+                        _ms(c["ok_p99_ms"]),
                     ]
                     for c in hot_cells
                 ]
@@ -1051,6 +1080,10 @@ def render(report: dict[str, Any]) -> str:
                         str(hot["final_available"]),
                         str(hot["given"] - hot["sold"]),
                         "ok" if hot["ok"] else "FAILED",
+                        "",
+                        "",
+                        "",
+                        "",
                     ]
                 ],
             ),

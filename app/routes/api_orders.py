@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import current_app
+from flask import current_app, request
 from flask_openapi3 import APIBlueprint, Tag
 
 from app.db import read_only, transaction
+from app.domain.errors import InvalidInput
 from app.domain.fulfilment import Status
 from app.routes.common import (
     API_PREFIX,
     SECURITY,
     ApiResult,
     decode_cursor,
+    documented_headers,
     encode_cursor,
     page_limit,
     principal,
@@ -25,7 +27,6 @@ from app.schemas import (
     CustomerPath,
     FulfilmentOut,
     FulfilmentPath,
-    IdempotencyHeader,
     OrderIn,
     OrderOut,
     OrderPage,
@@ -68,13 +69,19 @@ def _policy() -> orders.Policy:
 
 @bp.post("/orders", responses={201: OrderOut, 200: OrderOut, **ERRORS})
 @roles("storefront", "ops")
-def place_order(body: OrderIn, header: IdempotencyHeader) -> ApiResult:
+@documented_headers(**{"Idempotency-Key": "Retries with the same key return the same order (max 200 chars)"})
+def place_order(body: OrderIn) -> ApiResult:
     """Route and reserve an order; the same Idempotency-Key or external_id returns the same order.
 
     201 for a new order, 200 for a replay. 409 insufficient_stock lists alternatives and the
     routing explanation; 409 idempotency_conflict when the key came with a different body.
     """
-    cmd = _command(body, header.idempotency_key)
+    key = request.headers.get("Idempotency-Key") or None
+    if key is not None and len(key) > 200:
+        raise InvalidInput(
+            "Idempotency-Key too long", [{"field": "Idempotency-Key", "message": "at most 200 characters"}]
+        )
+    cmd = _command(body, key)
     policy = _policy()
     attempts = int(current_app.config["ROUTING_MAX_ATTEMPTS"]) + 1
     placed = transaction(session_factory(), lambda s: orders.place_order(s, cmd, policy), attempts=attempts)

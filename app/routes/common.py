@@ -6,6 +6,7 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -59,6 +60,35 @@ def roles(*allowed: str) -> Callable[[F], F]:
         return view
 
     return mark
+
+
+def documented_headers(**headers: str) -> Callable[[F], F]:
+    """Document request headers a view reads itself (parsing them per request through a schema
+    made flask-openapi3 rebuild that schema's JSON schema on every call)."""
+
+    def mark(view: F) -> F:
+        view.doc_headers = headers  # type: ignore[attr-defined]
+        return view
+
+    return mark
+
+
+def add_documented_headers(app: Flask, spec: dict[str, Any]) -> None:
+    """Put each view's documented headers into the OpenAPI operation as header parameters."""
+    for rule in app.url_map.iter_rules():
+        headers = getattr(app.view_functions.get(rule.endpoint), "doc_headers", None)
+        if not headers:
+            continue
+        path = re.sub(r"<(?:[a-z]+:)?(\w+)>", r"{\1}", rule.rule)
+        for method in rule.methods or ():
+            op = spec.get("paths", {}).get(path, {}).get(method.lower())
+            if op is None:
+                continue
+            params = op.setdefault("parameters", [])
+            for name, description in headers.items():
+                if not any(p.get("name") == name and p.get("in") == "header" for p in params):
+                    params.append({"name": name, "in": "header", "required": False,
+                                   "schema": {"type": "string", "maxLength": 200}, "description": description})  # fmt: skip
 
 
 def session_factory() -> sessionmaker[Session]:

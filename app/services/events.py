@@ -52,16 +52,21 @@ WHERE s.sku_id IN :sku_ids AND s.location_id IN :loc_ids
 
 
 def stock_transitions(
-    session: Session, changed: Mapping[tuple[int, int], Deltas], now: datetime | None = None
-) -> None:
+    session: Session,
+    changed: Mapping[tuple[int, int], Deltas],
+    now: datetime | None = None,
+    *,
+    emit_now: bool = True,
+) -> list[dict[str, Any]]:
     """Emit out_of_stock / back_in_stock where this transaction moved availability across zero.
 
+    Emits them (or, with emit_now=False, returns them for the caller to emit with its own).
     Called after the levels were updated in this transaction: the rows are locked by our own
     update, so after-minus-deltas is exactly the state before it, whatever else runs concurrently.
     """
     keys = [k for k, d in changed.items() if d.on_hand or d.reserved]
     if not keys:
-        return
+        return []
     rows = (
         session.connection()
         .execute(
@@ -82,7 +87,7 @@ def stock_transitions(
             if (was > 0) != (now_ > 0):
                 crossings.append((sku_id, loc_id, kind, now_))
     if not crossings:
-        return
+        return []
     serving = session.execute(
         select(ChannelLocation.location_id, Channel.code, Channel.kind, Location.code)
         .join(Channel, Channel.id == ChannelLocation.channel_id)
@@ -108,4 +113,6 @@ def stock_transitions(
                     },
                 }
             )
-    emit(session, events, now)
+    if emit_now:
+        emit(session, events, now)
+    return events

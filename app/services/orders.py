@@ -50,8 +50,9 @@ class PickupUnavailable(DomainError):
     kind = "invalid"
 
 
-class LostRace(Retry):
-    """Stock or capacity went to a concurrent order between routing and reserving."""
+class LostRace(Retry, InsufficientStock):
+    """Stock or capacity went to a concurrent order between routing and reserving: retried with
+    fresh stock; once retries are spent it is the 409 insufficient_stock it amounts to."""
 
 
 # ---------------------------------------------------------------- commands
@@ -493,9 +494,6 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
         for ln in alloc.lines:
             key = (ctx.sku_ids[ln.sku], loc_id[alloc.location])
             wanted[key] = wanted.get(key, 0) + ln.qty
-    reserve(session, ctx, wanted, now)
-    take_capacity(session, ctx, [loc_id[a.location] for a in decision.allocations if a.type == "ship"])
-
     backordered = {ln.sku: ln.qty for ln in decision.backordered}
     status = "partially_allocated" if backordered else "allocated"
     if not decision.allocations:
@@ -551,6 +549,10 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
                                 Deltas(incoming=ln.qty), order_id=order_id, fulfilment_id=fid))  # fmt: skip
     if line_rows:
         conn.execute(insert(FulfilmentLine), line_rows)
+    # Reserve last: the row locks it takes are held until commit, so the fewer statements after
+    # it, the shorter other orders for the same SKU wait. A shortfall rolls everything back.
+    reserve(session, ctx, wanted, now)
+    take_capacity(session, ctx, [loc_id[a.location] for a in decision.allocations if a.type == "ship"])
     incoming: dict[tuple[int, int], Deltas] = {}
     for leg in legs:
         if leg.kind is Kind.TRANSFER_EXPECTED:
@@ -567,8 +569,10 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
         evs.append({"type": "fulfilment.allocated", "order_id": order_id, "fulfilment_id": fid,
                     "payload": {"order_id": order_id, "fulfilment_id": fid, "location": alloc.location,
                                 "type": alloc.type, "lines": [{"sku": ln.sku, "qty": ln.qty} for ln in alloc.lines]}})  # fmt: skip
+    evs += events.stock_transitions(
+        session, {k: Deltas(reserved=q) for k, q in wanted.items()}, now, emit_now=False
+    )
     events.emit(session, evs, now)
-    events.stock_transitions(session, {k: Deltas(reserved=q) for k, q in wanted.items()}, now)
 
     fulfilments_out = []
     for alloc, fid in zip(ordered, fids, strict=True):

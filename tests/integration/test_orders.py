@@ -360,3 +360,10 @@ def test_a_shortage_with_nowhere_to_go_is_flagged_at_risk(
     level = ops.get("/api/v1/stock/levels", query_string={"sku": "CAP", "location": "ST-C"}).json["items"][0]
     assert (level["on_hand"], level["reserved"], level["shortage"]) == (1, 3, 2)
     verify(app)
+
+
+def test_an_overlong_idempotency_key_is_refused_and_the_header_is_documented(client: Any, storefront: Api, shop: None) -> None:
+    r = order(storefront, [("TEE", 1)], key="k" * 201)
+    assert (r.status_code, r.json["errors"][0]["field"]) == (422, "Idempotency-Key")
+    params = client.get("/api/openapi.json").json["paths"]["/api/v1/orders"]["post"]["parameters"]
+    assert {"name": "Idempotency-Key", "in": "header"}.items() <= params[0].items()
