@@ -494,6 +494,11 @@ def http_phases(
 ) -> None:
     for phase, lines in PHASES.items():
         for clients in CLIENTS:
+            if args.vacuum:
+                # This machine's PostgreSQL runs with autovacuum off; production's does not. Without
+                # it the hot stock rows pile up dead versions cell after cell and every later cell
+                # measures table bloat instead of the service.
+                vacuum()
             sessions = [_common.session_for(net.storefront_key) for _ in range(clients)]
             try:
                 cell = http_cell(net, args, pool, hot, receipts, meter, phase, lines, clients, sessions)
@@ -1009,6 +1014,7 @@ def render(report: dict[str, Any]) -> str:
                 ["gunicorn", p["gunicorn"]],
                 ["postgresql settings", " ".join(f"{k}={v}" for k, v in m.get("pg_settings", {}).items())],
                 ["ANALYZE after seeding", "yes" if p["analyze"] else "no (--no-analyze)"],
+                ["VACUUM ANALYZE before each cell", "yes" if p.get("vacuum") else "no (--no-vacuum)"],
                 ["app/ uncommitted changes", ", ".join(m["dirty_app_files"]) or "none"],
                 ["load average at start", m["loadavg_start"]],
                 ["load average at end", m.get("loadavg_end", "?")],
@@ -1142,6 +1148,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="send orders without an Idempotency-Key header")  # fmt: skip
     parser.add_argument("--no-analyze", dest="analyze", action="store_false",
                         help="do not ANALYZE the database after seeding")  # fmt: skip
+    parser.add_argument("--no-vacuum", dest="vacuum", action="store_false",
+                        help="do not VACUUM ANALYZE the written tables before each cell")  # fmt: skip
     parser.add_argument("--skip-bare", action="store_true", help="skip the bare-SQL baseline (C)")
     parser.add_argument("--skip-profile", action="store_true", help="skip the profile (diagnostics)")
     parser.add_argument("--profiler", default="auto", choices=["auto", "py-spy", "pyinstrument"],
@@ -1180,6 +1188,13 @@ PG_SETTINGS = ("autovacuum", "jit", "synchronous_commit", "shared_buffers", "max
 def pg_settings() -> dict[str, str]:
     with psycopg.connect(DSN) as conn:
         return {name: str(conn.execute(f"SHOW {name}").fetchone()[0]) for name in PG_SETTINGS}  # type: ignore[index]
+
+
+def vacuum() -> None:
+    """VACUUM ANALYZE the tables each order writes (outside any timed window)."""
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE stock_levels, location_day_usage, orders, order_lines, fulfilments, "
+                     "fulfilment_lines, movements, outbox_events")  # fmt: skip
 
 
 def analyze() -> float:
@@ -1242,6 +1257,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "profile_seconds": args.profile_seconds,
             "profiler": args.profiler,
             "analyze": args.analyze,
+            "vacuum": args.vacuum,
             "bare_sql": "UPDATEs and INSERTs each sent as one psycopg executemany (pipeline mode)",
         },
         "machine": {
@@ -1337,6 +1353,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         server.stop()
 
     if not args.skip_bare:
+        if args.vacuum:
+            vacuum()
         rows = bare_rows(pool, warehouse)
         expected = bare_phases(args, rows, report)
         log("undoing the bare-SQL reservations with compensating release movements")

@@ -470,22 +470,30 @@ RETURNING id
 _INSERT_FULFILMENTS = insert(Fulfilment).returning(Fulfilment.id, sort_by_parameter_order=True)
 
 
+def _replay(session: Session, cmd: PlaceOrder, channel_id: int, fingerprint: str) -> Placed:
+    prior = _existing(session, cmd, channel_id)
+    if prior is None:
+        raise Retry("idempotency key held by a transaction that rolled back")
+    prior_id, prior_hash = prior
+    if prior_hash != fingerprint:
+        raise IdempotencyConflict(
+            f"order {prior_id} was placed with this key and a different body", order_id=prior_id
+        )
+    return Placed(get_order(session, prior_id), replayed=True)
+
+
 def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datetime | None = None) -> Placed:
     """Route and reserve an order in one transaction; the same key returns the same order."""
     now = now or utcnow()
     fingerprint = cmd.fingerprint()
-    channel_id, _ = _channel(session, cmd.channel)
-    prior = _existing(session, cmd, channel_id)
-    if prior is not None:
-        prior_id, prior_hash = prior
-        if prior_hash != fingerprint:
-            raise IdempotencyConflict(
-                f"order {prior_id} was placed with this key and a different body", order_id=prior_id
-            )
-        return Placed(get_order(session, prior_id), replayed=True)
-
     ctx, decision, point = decide(session, cmd, policy, now)
     if decision.status == "refused":
+        # A replay of an order that took the last units must still get that order back.
+        if cmd.idempotency_key or cmd.external_id:
+            try:
+                return _replay(session, cmd, ctx.channel_id, fingerprint)
+            except Retry:
+                pass
         _refuse(decision)
 
     loc_id = {code: loc.id for code, loc in ctx.locations.items()}
@@ -508,8 +516,9 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
         "allow_split": cmd.allow_split, "allow_partial": cmd.allow_partial, "routing": routing_out, "now": now,
     }).scalar()  # fmt: skip
     if order_id is None:
-        # A concurrent request with the same key committed first: run again to return it.
-        raise Retry("idempotency key taken concurrently")
+        # The key (or the storefront's order id) is taken: this is a replay. Nothing is reserved
+        # yet, and the insert waited for the other transaction, so its order is visible now.
+        return _replay(session, cmd, ctx.channel_id, fingerprint)
     conn.execute(
         insert(OrderLine),
         [{"order_id": order_id, "line_no": i + 1, "sku_id": ctx.sku_ids[s], "qty": q,

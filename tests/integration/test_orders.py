@@ -179,6 +179,12 @@ def test_the_same_idempotency_key_returns_the_same_order_and_a_different_body_is
     verify(app)
 
 
+def test_a_replay_after_the_order_took_the_last_units_returns_the_order(storefront: Api, shop: None) -> None:
+    first = order(storefront, [("CAP", 5)], key="last-units")
+    again = order(storefront, [("CAP", 5)], key="last-units")
+    assert (first.status_code, again.status_code, again.json["id"]) == (201, 200, first.json["id"])
+
+
 def test_the_storefronts_own_order_id_is_an_idempotency_key_too(storefront: Api, shop: None) -> None:
     first = order(storefront, [("TEE", 1)], external_id="web-1001")
     again = order(storefront, [("TEE", 1)], external_id="web-1001")
