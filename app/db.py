@@ -76,7 +76,7 @@ def make_engine(config: dict[str, Any]) -> Engine:
         )
         _sqlite_transactions(engine)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         echo=echo,
         # JIT compiles a plan when its estimate crosses a threshold; with stale statistics that
@@ -86,6 +86,10 @@ def make_engine(config: dict[str, Any]) -> Engine:
         max_overflow=int(config.get("DATABASE_MAX_OVERFLOW", 10)),
         pool_pre_ping=True,
     )
+    # A small executemany INSERT as one multi-row statement: one round trip, where psycopg's
+    # pipelined executemany costs several (pipeline enter, sync, exit) for a handful of rows.
+    engine.dialect.use_insertmanyvalues_wo_returning = True
+    return engine
 
 
 def _sqlite_transactions(engine: Engine) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +45,18 @@ def emit(session: Session, events: Iterable[dict[str, Any]], now: datetime | Non
         session.connection().execute(_INSERT_EVENT, rows)
 
 
+@dataclass(frozen=True)
+class LevelRow:
+    """A stock level as a transaction left it, with its location's default safety stock."""
+
+    sku_id: int
+    location_id: int
+    on_hand: int
+    reserved: int
+    safety_stock: int | None
+    default_safety: int
+
+
 _LEVELS_AFTER = text("""
 SELECT s.sku_id, s.location_id, s.on_hand, s.reserved, s.safety_stock, l.default_safety_stock
 FROM stock_levels s JOIN locations l ON l.id = s.location_id
@@ -57,35 +70,37 @@ def stock_transitions(
     now: datetime | None = None,
     *,
     emit_now: bool = True,
+    after: Sequence[LevelRow] | None = None,
 ) -> list[dict[str, Any]]:
     """Emit out_of_stock / back_in_stock where this transaction moved availability across zero.
 
     Emits them (or, with emit_now=False, returns them for the caller to emit with its own).
     Called after the levels were updated in this transaction: the rows are locked by our own
     update, so after-minus-deltas is exactly the state before it, whatever else runs concurrently.
+    `after` saves the read when the caller already has the rows as left (from RETURNING).
     """
     keys = [k for k, d in changed.items() if d.on_hand or d.reserved]
     if not keys:
         return []
-    rows = (
-        session.connection()
-        .execute(
-            _LEVELS_AFTER, {"sku_ids": list({k[0] for k in keys}), "loc_ids": list({k[1] for k in keys})}
-        )
-        .all()
-    )
+    if after is None:
+        after = [
+            LevelRow(*row)
+            for row in session.connection().execute(
+                _LEVELS_AFTER, {"sku_ids": list({k[0] for k in keys}), "loc_ids": list({k[1] for k in keys})}
+            )
+        ]
     crossings: list[tuple[int, int, str, int]] = []  # sku, loc, kind ("online"/"store"), available
-    for sku_id, loc_id, on_hand, reserved, override, default in rows:
-        d = changed.get((sku_id, loc_id))
+    for row in after:
+        d = changed.get((row.sku_id, row.location_id))
         if d is None:
             continue
-        safety = default if override is None else override
-        after = ledger.Level(on_hand, reserved, 0, safety)
-        before = ledger.Level(on_hand - d.on_hand, reserved - d.reserved, 0, safety)
+        safety = row.default_safety if row.safety_stock is None else row.safety_stock
+        level_after = ledger.Level(row.on_hand, row.reserved, 0, safety)
+        before = ledger.Level(row.on_hand - d.on_hand, row.reserved - d.reserved, 0, safety)
         for kind, online in (("online", True), ("store", False)):
-            was, now_ = ledger.available(before, online=online), ledger.available(after, online=online)
+            was, now_ = ledger.available(before, online=online), ledger.available(level_after, online=online)
             if (was > 0) != (now_ > 0):
-                crossings.append((sku_id, loc_id, kind, now_))
+                crossings.append((row.sku_id, row.location_id, kind, now_))
     if not crossings:
         return []
     serving = session.execute(

@@ -374,28 +374,74 @@ def quote(session: Session, cmd: PlaceOrder, policy: Policy) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- reserving
-# One conditional UPDATE per (sku, location), sent as one pipelined batch in (sku, location)
-# order: it succeeds only if available covers qty at that instant, and the row lock it takes is
-# held to commit, so no concurrent order can spend the same units and no two orders deadlock.
-_RESERVE_SQL = text("""
-UPDATE stock_levels SET reserved = reserved + :qty, updated_at = :now
-WHERE sku_id = :k_sku AND location_id = :k_loc
-  AND on_hand - reserved - :online * COALESCE(safety_stock, :default_safety) >= :qty
-""")
+# One statement reserves every line or reports which it could not: a line is reserved only if
+# available covers it at that instant (re-checked on the newest row version), and the rows are
+# locked first in (sku, location) order, so concurrent orders never oversell and never deadlock.
+# The locks are held to commit. RETURNING gives the rows as left, for stock events.
+_RESERVE_PG = """
+WITH v (sku_id, location_id, qty, online, ds) AS (VALUES {values}),
+locked AS (
+    SELECT s.sku_id, s.location_id FROM stock_levels s
+    JOIN v ON s.sku_id = v.sku_id AND s.location_id = v.location_id
+    ORDER BY s.sku_id, s.location_id
+    FOR UPDATE OF s
+)
+UPDATE stock_levels s SET reserved = s.reserved + v.qty, updated_at = :now
+FROM v, locked
+WHERE s.sku_id = v.sku_id AND s.location_id = v.location_id
+  AND locked.sku_id = s.sku_id AND locked.location_id = s.location_id
+  AND s.on_hand - s.reserved - v.online * COALESCE(s.safety_stock, v.ds) >= v.qty
+RETURNING s.sku_id, s.location_id, s.on_hand, s.reserved, s.safety_stock
+"""
+# SQLite serialises writers (BEGIN IMMEDIATE), so there is no lock order to keep.
+_RESERVE_SQLITE = """
+WITH v (sku_id, location_id, qty, online, ds) AS (VALUES {values})
+UPDATE stock_levels AS s SET reserved = s.reserved + v.qty, updated_at = :now
+FROM v
+WHERE s.sku_id = v.sku_id AND s.location_id = v.location_id
+  AND s.on_hand - s.reserved - v.online * COALESCE(s.safety_stock, v.ds) >= v.qty
+RETURNING sku_id, location_id, on_hand, reserved, safety_stock
+"""
+_reserve_statements: dict[tuple[bool, int], Any] = {}
 
 
-def reserve(session: Session, ctx: Context, wanted: dict[tuple[int, int], int], now: datetime) -> None:
-    """Reserve every (sku, location) qty or none: rows in a stable order; any shortfall is a lost race."""
-    params = []
-    for (sku_id, loc_id), qty in sorted(wanted.items()):
-        loc = ctx.location_by_id[loc_id]
-        params.append({"k_sku": sku_id, "k_loc": loc_id, "qty": qty, "now": now,
-                       "online": 1 if ctx.online else 0, "default_safety": loc.default_safety})  # fmt: skip
-    if not params:
-        return
-    result = session.connection().execute(_RESERVE_SQL, params)
-    if result.rowcount != len(params):
+def _reserve_statement(sqlite_: bool, n: int) -> Any:
+    stmt = _reserve_statements.get((sqlite_, n))
+    if stmt is None:
+        cast = "{}" if sqlite_ else "CAST({} AS INTEGER)"
+        values = ", ".join(
+            "(" + ", ".join(cast.format(f":{c}{i}") for c in ("s", "l", "q", "o", "d")) + ")"
+            for i in range(n)
+        )
+        sql = (_RESERVE_SQLITE if sqlite_ else _RESERVE_PG).format(values=values)
+        stmt = _reserve_statements[(sqlite_, n)] = text(sql).bindparams(bindparam("now", type_=UTCDateTime()))
+    return stmt
+
+
+@dataclass(frozen=True)
+class LevelAfter:
+    sku_id: int
+    location_id: int
+    on_hand: int
+    reserved: int
+    safety_stock: int | None
+
+
+def reserve(
+    session: Session, ctx: Context, wanted: dict[tuple[int, int], int], now: datetime
+) -> list[LevelAfter]:
+    """Reserve every (sku, location) qty or none; any shortfall is a lost race. Returns the levels after."""
+    if not wanted:
+        return []
+    params: dict[str, Any] = {"now": now}
+    for i, ((sku_id, loc_id), qty) in enumerate(sorted(wanted.items())):
+        params.update({f"s{i}": sku_id, f"l{i}": loc_id, f"q{i}": qty, f"o{i}": 1 if ctx.online else 0,
+                       f"d{i}": ctx.location_by_id[loc_id].default_safety})  # fmt: skip
+    stmt = _reserve_statement(is_sqlite(session.get_bind()), len(wanted))  # type: ignore[arg-type]
+    rows = [LevelAfter(*row) for row in session.connection().execute(stmt, params)]
+    if len(rows) != len(wanted):
         raise LostRace("stock changed between routing and reserving")
+    return rows
 
 
 _TAKE_CAPACITY = text("""
@@ -560,7 +606,7 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
         conn.execute(insert(FulfilmentLine), line_rows)
     # Reserve last: the row locks it takes are held until commit, so the fewer statements after
     # it, the shorter other orders for the same SKU wait. A shortfall rolls everything back.
-    reserve(session, ctx, wanted, now)
+    after = reserve(session, ctx, wanted, now)
     take_capacity(session, ctx, [loc_id[a.location] for a in decision.allocations if a.type == "ship"])
     incoming: dict[tuple[int, int], Deltas] = {}
     for leg in legs:
@@ -578,8 +624,13 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
         evs.append({"type": "fulfilment.allocated", "order_id": order_id, "fulfilment_id": fid,
                     "payload": {"order_id": order_id, "fulfilment_id": fid, "location": alloc.location,
                                 "type": alloc.type, "lines": [{"sku": ln.sku, "qty": ln.qty} for ln in alloc.lines]}})  # fmt: skip
+    levels_after = [
+        events.LevelRow(a.sku_id, a.location_id, a.on_hand, a.reserved, a.safety_stock,
+                        ctx.location_by_id[a.location_id].default_safety)
+        for a in after
+    ]  # fmt: skip
     evs += events.stock_transitions(
-        session, {k: Deltas(reserved=q) for k, q in wanted.items()}, now, emit_now=False
+        session, {k: Deltas(reserved=q) for k, q in wanted.items()}, now, emit_now=False, after=levels_after
     )
     events.emit(session, evs, now)
 
