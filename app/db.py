@@ -57,8 +57,10 @@ def utcnow() -> datetime:
 
 
 def is_sqlite(url_or_engine: str | Engine) -> bool:
-    url = url_or_engine if isinstance(url_or_engine, str) else str(url_or_engine.url)
-    return url.startswith("sqlite")
+    """SQLite needs its own SQL in a few places (no row locks, different upsert limits)."""
+    if isinstance(url_or_engine, str):
+        return url_or_engine.startswith("sqlite")
+    return bool(url_or_engine.dialect.name == "sqlite")
 
 
 def make_engine(config: dict[str, Any]) -> Engine:
