@@ -8,7 +8,7 @@ from flask import current_app, request
 from flask_openapi3 import APIBlueprint, Tag
 
 from app.db import read_only, transaction
-from app.domain.errors import InvalidInput
+from app.domain.errors import Forbidden, InvalidInput
 from app.domain.fulfilment import Status
 from app.routes.common import (
     API_PREFIX,
@@ -109,8 +109,6 @@ def get_order(path: OrderPath) -> ApiResult:
 def _check_staff_scope(order: dict[str, Any]) -> None:
     who = principal()
     if who.role == "staff" and not set(who.location_codes) & {f["location"] for f in order["fulfilments"]}:
-        from app.domain.errors import Forbidden
-
         raise Forbidden("this order has nothing at your locations")
 
 

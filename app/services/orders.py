@@ -14,7 +14,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import JSON, Date, bindparam, insert, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from app.db import Retry, UTCDateTime, is_sqlite, utcnow
@@ -22,6 +21,7 @@ from app.domain import fulfilment as lifecycle
 from app.domain import routing
 from app.domain.errors import (
     DomainError,
+    Forbidden,
     IdempotencyConflict,
     InsufficientStock,
     InvalidInput,
@@ -656,10 +656,6 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
     return Placed(order_out, replayed=False)
 
 
-def _dialect_insert(session: Session, table: Any) -> Any:
-    return (sqlite if is_sqlite(session.get_bind()) else postgresql).insert(table)  # type: ignore[arg-type]
-
-
 def _delivery_out(
     kind: str, lat: float | None, lon: float | None, postcode: str | None, location: str | None
 ) -> dict[str, Any]:
@@ -834,10 +830,7 @@ def transition(
     now = utcnow()
     _order_row(session, _peek_order(session, fid), lock=True)
     f = _fulfilment(session, fid)
-    if scope is not None and f.location_id not in scope:
-        from app.domain.errors import Forbidden
-
-        raise Forbidden("this key is not for that location")
+    _check_scope(f, scope)
     lifecycle.check_transition(f.type, f.status, target)
     lines = _lines(session, fid)
     legs: list[Leg] = []
@@ -868,6 +861,12 @@ def transition(
         .all()
     )
     return fulfilment_out(f, locs, [_fline_out(ln, codes[ln.sku_id]) for ln in lines])
+
+
+def _check_scope(f: Fulfilment, scope: frozenset[int] | None) -> None:
+    """Staff act only on fulfilments at their own locations."""
+    if scope is not None and f.location_id not in scope:
+        raise Forbidden("this key is not for that location")
 
 
 def _peek_order(session: Session, fid: int) -> int:
@@ -1217,10 +1216,7 @@ def get_fulfilment(session: Session, fid: int, *, scope: frozenset[int] | None =
     f = session.get(Fulfilment, fid)
     if f is None:
         raise NotFound(f"no fulfilment {fid}", fulfilment_id=fid)
-    if scope is not None and f.location_id not in scope:
-        from app.domain.errors import Forbidden
-
-        raise Forbidden("this key is not for that location")
+    _check_scope(f, scope)
     locs = dict(session.execute(select(Location.id, Location.code)).tuples().all())
     rows = session.execute(
         select(FulfilmentLine, Sku.code).join(Sku, Sku.id == FulfilmentLine.sku_id)
