@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, insert, select, text
+from sqlalchemy import bindparam, select, text
 from sqlalchemy.orm import Session
 
-from app.db import utcnow
+from app.db import Raw, utcnow
 from app.domain import ledger
 from app.domain.ledger import Deltas
-from app.models import Channel, ChannelLocation, Location, OutboxEvent, Sku
+from app.models import Channel, ChannelLocation, Location, Sku
 
 ORDER_EVENTS = (
     "order.created", "order.cancelled", "fulfilment.allocated", "fulfilment.picking",
@@ -25,24 +25,11 @@ STOCK_EVENTS = ("stock.out_of_stock", "stock.back_in_stock")
 EVENT_TYPES = ORDER_EVENTS + STOCK_EVENTS
 
 
-_INSERT_EVENT = insert(OutboxEvent)
-
-
 def emit(session: Session, events: Iterable[dict[str, Any]], now: datetime | None = None) -> None:
     """Append events ({type, order_id?, fulfilment_id?, payload}) to the outbox."""
     now = now or utcnow()
-    rows = [
-        {
-            "type": e["type"],
-            "order_id": e.get("order_id"),
-            "fulfilment_id": e.get("fulfilment_id"),
-            "payload": e["payload"],
-            "created_at": now,
-        }
-        for e in events
-    ]
-    if rows:
-        session.connection().execute(_INSERT_EVENT, rows)
+    rows = [(e["type"], e.get("order_id"), e.get("fulfilment_id"), e["payload"], now) for e in events]
+    Raw(session).insert("outbox_events", ("type", "order_id", "fulfilment_id", "payload", "created_at"), rows)
 
 
 @dataclass(frozen=True)

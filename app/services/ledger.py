@@ -11,7 +11,7 @@ from sqlalchemy import bindparam, func, insert, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.db import is_sqlite, utcnow
+from app.db import Raw, is_sqlite, utcnow
 from app.domain.ledger import Deltas, Kind
 from app.models import Movement, StockLevel
 
@@ -118,7 +118,11 @@ def apply_deltas(session: Session, totals: dict[Key, Deltas], now: datetime) -> 
 
 
 _INSERT_MOVEMENTS = insert(Movement).returning(Movement.id, sort_by_parameter_order=True)
-_INSERT_MOVEMENTS_PLAIN = insert(Movement)
+MOVEMENT_COLUMNS = (
+    "kind", "sku_id", "location_id", "qty", "on_hand_delta", "reserved_delta", "incoming_delta",
+    "reason", "source", "external_ref", "leg", "occurred_at", "recorded_at", "order_id",
+    "fulfilment_id", "sync_run_id", "api_key_id", "note",
+)  # fmt: skip
 
 
 def insert_movements(
@@ -128,6 +132,14 @@ def insert_movements(
     if not legs:
         return []
     now = now or utcnow()
+    if not ids:
+        Raw(session).insert("movements", MOVEMENT_COLUMNS, [
+            (str(leg.kind), leg.sku_id, leg.location_id, leg.qty, leg.deltas.on_hand, leg.deltas.reserved,
+             leg.deltas.incoming, leg.reason, leg.source, leg.external_ref, leg.leg, leg.occurred_at or now,
+             now, leg.order_id, leg.fulfilment_id, leg.sync_run_id, leg.api_key_id, leg.note)
+            for leg in legs
+        ])  # fmt: skip
+        return []
     rows = [
         {
             "kind": str(leg.kind),
@@ -151,10 +163,6 @@ def insert_movements(
         }
         for leg in legs
     ]
-    if not ids:
-        # Without RETURNING, psycopg sends the whole executemany as one pipelined batch.
-        session.connection().execute(_INSERT_MOVEMENTS_PLAIN, rows)
-        return []
     return list(session.connection().execute(_INSERT_MOVEMENTS, rows).scalars())
 
 

@@ -13,10 +13,10 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import JSON, Date, bindparam, insert, select, text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
-from app.db import Retry, UTCDateTime, is_sqlite, utcnow
+from app.db import Raw, Retry, utcnow
 from app.domain import fulfilment as lifecycle
 from app.domain import routing
 from app.domain.errors import (
@@ -204,44 +204,32 @@ class Context:
 
 # Hot path: one round trip for every location's settings, channel membership, today's
 # shipments against capacity (its local day is one of three UTC-adjacent dates) and stock.
-_CANDIDATES = text("""
+_CANDIDATES = """
 SELECT l.id, l.code, l.lat, l.lon, l.priority, l.active, l.ships, l.pickup, l.daily_capacity,
        l.timezone, l.default_safety_stock,
        EXISTS (SELECT 1 FROM channel_locations cl
-               WHERE cl.channel_id = :channel_id AND cl.location_id = l.id) AS serves,
-       (SELECT u.used FROM location_day_usage u WHERE u.location_id = l.id AND u.day = :d0) AS used0,
-       (SELECT u.used FROM location_day_usage u WHERE u.location_id = l.id AND u.day = :d1) AS used1,
-       (SELECT u.used FROM location_day_usage u WHERE u.location_id = l.id AND u.day = :d2) AS used2,
+               WHERE cl.channel_id = ? AND cl.location_id = l.id) AS serves,
+       (SELECT u.used FROM location_day_usage u WHERE u.location_id = l.id AND u.day = ?) AS used0,
+       (SELECT u.used FROM location_day_usage u WHERE u.location_id = l.id AND u.day = ?) AS used1,
+       (SELECT u.used FROM location_day_usage u WHERE u.location_id = l.id AND u.day = ?) AS used2,
        s.sku_id, s.on_hand, s.reserved, s.safety_stock
 FROM locations l
-LEFT JOIN stock_levels s ON s.location_id = l.id AND s.sku_id IN :sku_ids
+LEFT JOIN stock_levels s ON s.location_id = l.id AND s.sku_id IN ({skus})
 ORDER BY l.id
-""").bindparams(
-    bindparam("sku_ids", expanding=True),
-    bindparam("d0", type_=Date()),
-    bindparam("d1", type_=Date()),
-    bindparam("d2", type_=Date()),
-)
+"""
+
+
+@lru_cache(maxsize=64)
+def _candidates_sql(skus: int) -> str:
+    return _CANDIDATES.format(skus=", ".join("?" * skus))
 
 
 def load_candidates(session: Session, ctx: Context, now: datetime) -> list[routing.Candidate]:
     """Every location with what it can offer this order now: stock net of reservations and safety."""
     utc_day = now.date()
     days = (utc_day - timedelta(days=1), utc_day, utc_day + timedelta(days=1))
-    rows = (
-        session.connection()
-        .execute(
-            _CANDIDATES,
-            {
-                "channel_id": ctx.channel_id,
-                "sku_ids": list(ctx.sku_ids.values()),
-                "d0": days[0],
-                "d1": days[1],
-                "d2": days[2],
-            },
-        )
-        .all()
-    )
+    sku_ids = list(ctx.sku_ids.values())
+    rows = Raw(session).execute(_candidates_sql(len(sku_ids)), [ctx.channel_id, *days, *sku_ids])
     code_of = {v: k for k, v in ctx.sku_ids.items()}
     info: dict[int, dict[str, Any]] = {}
     for (lid, code, lat, lon, prio, active, ships, pickup, cap, tz, dsafe, serves, u0, u1, u2,
@@ -386,7 +374,7 @@ locked AS (
     ORDER BY s.sku_id, s.location_id
     FOR UPDATE OF s
 )
-UPDATE stock_levels s SET reserved = s.reserved + v.qty, updated_at = :now
+UPDATE stock_levels s SET reserved = s.reserved + v.qty, updated_at = ?
 FROM v, locked
 WHERE s.sku_id = v.sku_id AND s.location_id = v.location_id
   AND locked.sku_id = s.sku_id AND locked.location_id = s.location_id
@@ -396,26 +384,18 @@ RETURNING s.sku_id, s.location_id, s.on_hand, s.reserved, s.safety_stock
 # SQLite serialises writers (BEGIN IMMEDIATE), so there is no lock order to keep.
 _RESERVE_SQLITE = """
 WITH v (sku_id, location_id, qty, online, ds) AS (VALUES {values})
-UPDATE stock_levels AS s SET reserved = s.reserved + v.qty, updated_at = :now
+UPDATE stock_levels AS s SET reserved = s.reserved + v.qty, updated_at = ?
 FROM v
 WHERE s.sku_id = v.sku_id AND s.location_id = v.location_id
   AND s.on_hand - s.reserved - v.online * COALESCE(s.safety_stock, v.ds) >= v.qty
 RETURNING sku_id, location_id, on_hand, reserved, safety_stock
 """
-_reserve_statements: dict[tuple[bool, int], Any] = {}
 
 
-def _reserve_statement(sqlite_: bool, n: int) -> Any:
-    stmt = _reserve_statements.get((sqlite_, n))
-    if stmt is None:
-        cast = "{}" if sqlite_ else "CAST({} AS INTEGER)"
-        values = ", ".join(
-            "(" + ", ".join(cast.format(f":{c}{i}") for c in ("s", "l", "q", "o", "d")) + ")"
-            for i in range(n)
-        )
-        sql = (_RESERVE_SQLITE if sqlite_ else _RESERVE_PG).format(values=values)
-        stmt = _reserve_statements[(sqlite_, n)] = text(sql).bindparams(bindparam("now", type_=UTCDateTime()))
-    return stmt
+@lru_cache(maxsize=128)
+def _reserve_sql(sqlite_: bool, n: int) -> str:
+    row = "(?, ?, ?, ?, ?)" if sqlite_ else "(" + ", ".join(["CAST(? AS INTEGER)"] * 5) + ")"
+    return (_RESERVE_SQLITE if sqlite_ else _RESERVE_PG).format(values=", ".join([row] * n))
 
 
 @dataclass(frozen=True)
@@ -433,23 +413,24 @@ def reserve(
     """Reserve every (sku, location) qty or none; any shortfall is a lost race. Returns the levels after."""
     if not wanted:
         return []
-    params: dict[str, Any] = {"now": now}
-    for i, ((sku_id, loc_id), qty) in enumerate(sorted(wanted.items())):
-        params.update({f"s{i}": sku_id, f"l{i}": loc_id, f"q{i}": qty, f"o{i}": 1 if ctx.online else 0,
-                       f"d{i}": ctx.location_by_id[loc_id].default_safety})  # fmt: skip
-    stmt = _reserve_statement(is_sqlite(session.get_bind()), len(wanted))  # type: ignore[arg-type]
-    rows = [LevelAfter(*row) for row in session.connection().execute(stmt, params)]
+    online = 1 if ctx.online else 0
+    params: list[Any] = []
+    for (sku_id, loc_id), qty in sorted(wanted.items()):
+        params += (sku_id, loc_id, qty, online, ctx.location_by_id[loc_id].default_safety)
+    params.append(now)
+    raw = Raw(session)
+    rows = [LevelAfter(*row) for row in raw.execute(_reserve_sql(raw.sqlite, len(wanted)), params)]
     if len(rows) != len(wanted):
         raise LostRace("stock changed between routing and reserving")
     return rows
 
 
-_TAKE_CAPACITY = text("""
-INSERT INTO location_day_usage (location_id, day, used) VALUES (:loc, :day, 1)
+_TAKE_CAPACITY = """
+INSERT INTO location_day_usage (location_id, day, used) VALUES (?, ?, 1)
 ON CONFLICT (location_id, day) DO UPDATE SET used = location_day_usage.used + 1
-WHERE location_day_usage.used < :cap
+WHERE location_day_usage.used < ?
 RETURNING used
-""").bindparams(bindparam("day", type_=Date()))
+"""
 
 
 def take_capacity(session: Session, ctx: Context, location_ids: Sequence[int]) -> None:
@@ -458,8 +439,7 @@ def take_capacity(session: Session, ctx: Context, location_ids: Sequence[int]) -
         loc = ctx.location_by_id[loc_id]
         if loc.daily_capacity is None:
             continue
-        params = {"loc": loc_id, "day": ctx.days[loc_id], "cap": loc.daily_capacity}
-        if session.connection().execute(_TAKE_CAPACITY, params).first() is None:
+        if not Raw(session).execute(_TAKE_CAPACITY, [loc_id, ctx.days[loc_id], loc.daily_capacity]):
             raise LostRace(f"{loc.code} reached its daily capacity")
 
 
@@ -503,17 +483,15 @@ def _existing(session: Session, cmd: PlaceOrder, channel_id: int) -> tuple[int, 
     return (int(row[0]), str(row[1])) if row else None
 
 
-_INSERT_ORDER = text("""
-INSERT INTO orders (external_id, idempotency_key, request_hash, channel_id, customer_ref, status,
-    delivery_type, ship_lat, ship_lon, ship_postcode, pickup_location_id, allow_split, allow_partial,
-    routing, created_at, updated_at)
-VALUES (:external_id, :idempotency_key, :request_hash, :channel_id, :customer_ref, :status,
-    :delivery_type, :ship_lat, :ship_lon, :ship_postcode, :pickup_location_id, :allow_split,
-    :allow_partial, :routing, :now, :now)
-ON CONFLICT DO NOTHING
-RETURNING id
-""").bindparams(bindparam("routing", type_=JSON()), bindparam("now", type_=UTCDateTime()))
-_INSERT_FULFILMENTS = insert(Fulfilment).returning(Fulfilment.id, sort_by_parameter_order=True)
+ORDER_COLUMNS = (
+    "external_id", "idempotency_key", "request_hash", "channel_id", "customer_ref", "status",
+    "delivery_type", "ship_lat", "ship_lon", "ship_postcode", "pickup_location_id", "allow_split",
+    "allow_partial", "routing", "created_at", "updated_at",
+)  # fmt: skip
+FULFILMENT_COLUMNS = (
+    "order_id", "location_id", "type", "status", "to_location_id", "feeds_fulfilment_id", "at_risk",
+    "created_at", "updated_at",
+)  # fmt: skip
 
 
 def _replay(session: Session, cmd: PlaceOrder, channel_id: int, fingerprint: str) -> Placed:
@@ -553,57 +531,51 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
     if not decision.allocations:
         status = "backordered"
     routing_out = explain(decision)
-    conn = session.connection()
-    order_id = conn.execute(_INSERT_ORDER, {
-        "external_id": cmd.external_id, "idempotency_key": cmd.idempotency_key, "request_hash": fingerprint,
-        "channel_id": ctx.channel_id, "customer_ref": cmd.customer_ref, "status": status,
-        "delivery_type": cmd.delivery.type, "ship_lat": point[0], "ship_lon": point[1],
-        "ship_postcode": cmd.delivery.postcode, "pickup_location_id": loc_id.get(cmd.delivery.location or ""),
-        "allow_split": cmd.allow_split, "allow_partial": cmd.allow_partial, "routing": routing_out, "now": now,
-    }).scalar()  # fmt: skip
-    if order_id is None:
-        # The key (or the storefront's order id) is taken: this is a replay. Nothing is reserved
-        # yet, and the insert waited for the other transaction, so its order is visible now.
+    raw = Raw(session)
+    # ON CONFLICT: the key (or the storefront's order id) is taken, so this is a replay.
+    inserted = raw.insert("orders", ORDER_COLUMNS, [(
+        cmd.external_id, cmd.idempotency_key, fingerprint, ctx.channel_id, cmd.customer_ref, status,
+        cmd.delivery.type, point[0], point[1], cmd.delivery.postcode, loc_id.get(cmd.delivery.location or ""),
+        cmd.allow_split, cmd.allow_partial, routing_out, now, now,
+    )], "ON CONFLICT DO NOTHING RETURNING id")  # fmt: skip
+    if not inserted:
+        # Nothing is reserved yet, and the insert waited for the other transaction, so its
+        # order is visible now.
         return _replay(session, cmd, ctx.channel_id, fingerprint)
-    conn.execute(
-        insert(OrderLine),
-        [{"order_id": order_id, "line_no": i + 1, "sku_id": ctx.sku_ids[s], "qty": q,
-          "backordered": backordered.get(s, 0), "cancelled": 0}
-         for i, (s, q) in enumerate(cmd.lines)],
-    )  # fmt: skip
+    order_id = int(inserted[0][0])
+    raw.insert("order_lines", ("order_id", "line_no", "sku_id", "qty", "backordered", "cancelled", "returned"),
+               [(order_id, i + 1, ctx.sku_ids[s], q, backordered.get(s, 0), 0, 0)
+                for i, (s, q) in enumerate(cmd.lines)])  # fmt: skip
     ordered = sorted(decision.allocations, key=lambda a: (a.type != "pickup", a.location))
-    fids = list(
-        conn.execute(
-            _INSERT_FULFILMENTS,
-            [{"order_id": order_id, "location_id": loc_id[a.location], "type": a.type,
-              "status": Status.ALLOCATED.value, "to_location_id": loc_id.get(a.to_location or ""),
-              "feeds_fulfilment_id": None, "at_risk": False, "created_at": now, "updated_at": now}
-             for a in ordered],
-        ).scalars()
-    )  # fmt: skip
+    # One insert per fulfilment: RETURNING order is only guaranteed row by row (most orders have one).
+    fids = [
+        int(raw.insert("fulfilments", FULFILMENT_COLUMNS, [(
+            order_id, loc_id[a.location], a.type, Status.ALLOCATED.value, loc_id.get(a.to_location or ""),
+            None, False, now, now)], "RETURNING id")[0][0])
+        for a in ordered
+    ]  # fmt: skip
     pickup_fid = next((fid for a, fid in zip(ordered, fids, strict=True) if a.type == "pickup"), None)
     if pickup_fid is not None and any(a.type == "transfer" for a in ordered):
-        conn.execute(
+        session.execute(
             update(Fulfilment).where(Fulfilment.order_id == order_id, Fulfilment.type == "transfer")
             .values(feeds_fulfilment_id=pickup_fid)
         )  # fmt: skip
-    line_rows: list[dict[str, Any]] = []
+    line_rows: list[tuple[int, int, int, int, int, int, int]] = []
     legs: list[Leg] = []
     for alloc, fid in zip(ordered, fids, strict=True):
         here = {ln.sku: ln.qty for ln in alloc.lines}
         shown = alloc.collect_lines if alloc.type == "pickup" and alloc.collect_lines else alloc.lines
         for ln in shown:
             reserved = here.get(ln.sku, 0)
-            line_rows.append({"fulfilment_id": fid, "sku_id": ctx.sku_ids[ln.sku], "qty": ln.qty,
-                              "reserved": reserved, "awaiting": ln.qty - reserved, "done": 0, "cancelled": 0})  # fmt: skip
+            line_rows.append((fid, ctx.sku_ids[ln.sku], ln.qty, reserved, ln.qty - reserved, 0, 0))
         for ln in alloc.lines:
             legs.append(Leg(Kind.RESERVATION, ctx.sku_ids[ln.sku], loc_id[alloc.location], ln.qty,
                             Deltas(reserved=ln.qty), order_id=order_id, fulfilment_id=fid))  # fmt: skip
             if alloc.type == "transfer" and alloc.to_location:
                 legs.append(Leg(Kind.TRANSFER_EXPECTED, ctx.sku_ids[ln.sku], loc_id[alloc.to_location], ln.qty,
                                 Deltas(incoming=ln.qty), order_id=order_id, fulfilment_id=fid))  # fmt: skip
-    if line_rows:
-        conn.execute(insert(FulfilmentLine), line_rows)
+    raw.insert("fulfilment_lines", ("fulfilment_id", "sku_id", "qty", "reserved", "awaiting", "done", "cancelled"),
+               line_rows)  # fmt: skip
     # Reserve last: the row locks it takes are held until commit, so the fewer statements after
     # it, the shorter other orders for the same SKU wait. A shortfall rolls everything back.
     after = reserve(session, ctx, wanted, now)
