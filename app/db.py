@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 
+from psycopg.pq import ExecStatus
 from psycopg.types.json import Json
 from sqlalchemy import DateTime, Dialect, MetaData, event, exc
 from sqlalchemy.engine import Engine, create_engine
@@ -80,6 +81,14 @@ class Raw:
         self._cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         self._adapt = _sqlite_value if self.sqlite else _pg_value
 
+    @staticmethod
+    def of(session: Session) -> Raw:
+        """The session's Raw for this unit of work (a session never outlives its transaction here)."""
+        raw = session.info.get("raw")
+        if raw is None:
+            raw = session.info["raw"] = Raw(session)
+        return raw  # type: ignore[no-any-return]
+
     def sql(self, text: str) -> str:
         """The statement in this driver's placeholder style (cached per text)."""
         if self.sqlite:
@@ -94,8 +103,12 @@ class Raw:
     def execute(self, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Run one statement; its rows if it returns any."""
         adapt = self._adapt
-        self._cursor.execute(self.sql(text), [adapt(v) for v in params])
-        return self._cursor.fetchall() if self._cursor.description else []
+        cursor = self._cursor
+        cursor.execute(self.sql(text), [adapt(v) for v in params])
+        # A cheaper test than cursor.description, which builds column objects every call.
+        if self.sqlite:
+            return cursor.fetchall() if cursor.description else []
+        return cursor.fetchall() if cursor.pgresult.status == TUPLES_OK else []  # type: ignore[attr-defined]
 
     def insert(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], suffix: str = ""
@@ -118,6 +131,7 @@ class Raw:
 
 
 RAW_MAX_PARAMS = 30_000
+TUPLES_OK = ExecStatus.TUPLES_OK
 _RAW_SQL: dict[str, str] = {}
 _RAW_INSERTS: dict[tuple[str, tuple[str, ...], int, str], str] = {}
 
@@ -160,7 +174,10 @@ def make_engine(config: dict[str, Any]) -> Engine:
         connect_args={"options": "-c jit=off"},
         pool_size=int(config.get("DATABASE_POOL_SIZE", 10)),
         max_overflow=int(config.get("DATABASE_MAX_OVERFLOW", 10)),
-        pool_pre_ping=True,
+        # No ping per checkout (a round trip per request): a connection found dead is
+        # invalidated and the unit of work retried by transaction() instead (see _is_transient).
+        pool_pre_ping=bool(config.get("DATABASE_POOL_PRE_PING", False)),
+        pool_recycle=int(config.get("DATABASE_POOL_RECYCLE_S", 1800)),
     )
     # A small executemany INSERT as one multi-row statement: one round trip, where psycopg's
     # pipelined executemany costs several (pipeline enter, sync, exit) for a handful of rows.
@@ -200,7 +217,12 @@ def unit_of_work(factory: sessionmaker[Session]) -> Iterator[Session]:
         if is_sqlite(session.get_bind()):  # type: ignore[arg-type]
             session.connection(execution_options={"sqlite_begin": "IMMEDIATE"})
         yield session
-        session.commit()
+        try:
+            session.commit()
+        except BaseException as error:
+            # Whether a commit that failed took effect is unknown: never replay it blindly.
+            error.during_commit = True  # type: ignore[attr-defined]
+            raise
         for hook in session.info.pop("after_commit", []):
             hook()
     except BaseException:
@@ -234,6 +256,10 @@ def _is_transient(error: BaseException) -> bool:
         return True
     if not isinstance(error, exc.DBAPIError):
         return False
+    if error.connection_invalidated:
+        # A pooled connection the server had dropped (restart, failover): nothing was
+        # written on it, so the whole unit of work can run again on a fresh one.
+        return not getattr(error, "during_commit", False)
     orig = error.orig
     sqlstate = getattr(orig, "sqlstate", None)
     # 40001 serialization failure, 40P01 deadlock: PostgreSQL asks the client to retry.

@@ -4,7 +4,10 @@ The script builds a scratch PostgreSQL database (omnistock_bench_orders). It mig
 the scaled demo network (1 warehouse + 19 stores, 10,000 SKUs), starts gunicorn and measures:
 
 A. POST /api/v1/orders with 1-line, 3-line and hot-SKU orders, at 1, 16 and 64 clients. Each
-   cell runs for a fixed time after a short warm-up.
+   cell runs for a fixed time after a short warm-up. The order load is sent by
+   _common.KeepAlive, a minimal HTTP/1.1 client: the load generator shares the CPUs with the
+   server it measures, and `requests` would take about 1 ms of CPU per request from it.
+   Setup calls (catalog, availability, receipts) use `requests`.
 B. The hot-SKU oversell check: units sold against the stock given, and availability afterwards.
 C. A bare-SQL baseline through psycopg on the same database (no Flask, no SQLAlchemy). It runs
    the service's reservation statements, then its effect is undone with compensating releases.
@@ -170,7 +173,7 @@ class Sample:
 
 
 class Clients(Generic[S]):
-    """A fixed set of client threads, each with its own state (a requests.Session or a connection)."""
+    """A fixed set of client threads, each with its own state (a KeepAlive client or a psycopg connection)."""
 
     def __init__(self, states: Sequence[S]) -> None:
         self.states = list(states)
@@ -420,14 +423,20 @@ def set_hot_stock(net: Network, receipts: Receipts, sku: str, stock: int) -> tup
     return added, after
 
 
+def order_clients(net: Network, n: int) -> list[_common.KeepAlive]:
+    """`n` light keep-alive HTTP clients with the storefront key, one per client thread."""
+    return [_common.keepalive_for(net.base_url, net.storefront_key) for _ in range(n)]
+
+
 def order_step(
     net: Network, pool: Sequence[str], lines: int, hot_sku: str | None, tag: str, idempotency: bool
-) -> Callable[[requests.Session, int, int], Sample]:
+) -> Callable[[_common.KeepAlive, int, int], Sample]:
     """A step placing one order: `lines` distinct random pool SKUs (or the hot SKU), 1 unit each."""
-    url = f"{net.base_url}/api/v1/orders"
+    path = "/api/v1/orders"
     rngs: dict[int, random.Random] = {}
+    no_headers: dict[str, str] = {}
 
-    def step(http: requests.Session, tid: int, seq: int) -> Sample:
+    def step(http: _common.KeepAlive, tid: int, seq: int) -> Sample:
         rng = rngs.get(tid)
         if rng is None:
             rng = rngs[tid] = random.Random(f"{RNG_SEED}-{tag}-{tid}")
@@ -438,10 +447,9 @@ def order_step(
             "delivery": {"type": "ship", "lat": LAT, "lon": LON},
             "allow_split": True, "allow_partial": False,
         }).encode()  # fmt: skip
-        headers = {"Content-Type": "application/json"}
-        if idempotency:
-            headers["Idempotency-Key"] = f"{tag}-{tid}-{seq}"
-        latency, result = _common.timed_request(http, "POST", url, data=body, headers=headers)
+        # Authorization and Content-Type are in the client's prebuilt request head
+        headers = {"Idempotency-Key": f"{tag}-{tid}-{seq}"} if idempotency else no_headers
+        latency, result = _common.timed_call(http, "POST", path, body, headers)
         if isinstance(result, Exception):
             return Sample(latency, 0, error=_common.describe_failure("POST", "/api/v1/orders", result))
         status = result.status_code
@@ -499,12 +507,12 @@ def http_phases(
                 # it the hot stock rows pile up dead versions cell after cell and every later cell
                 # measures table bloat instead of the service.
                 vacuum()
-            sessions = [_common.session_for(net.storefront_key) for _ in range(clients)]
+            order_http = order_clients(net, clients)
             try:
-                cell = http_cell(net, args, pool, hot, receipts, meter, phase, lines, clients, sessions)
+                cell = http_cell(net, args, pool, hot, receipts, meter, phase, lines, clients, order_http)
             finally:
-                for s in sessions:
-                    s.close()
+                for c in order_http:
+                    c.close()
             report["http"].append(asdict(cell))
             report["error_samples"].extend(cell.error_samples)
             log(
@@ -523,11 +531,11 @@ def http_cell(
     phase: str,
     lines: int,
     clients: int,
-    sessions: list[requests.Session],
+    order_http: list[_common.KeepAlive],
 ) -> Cell:
     is_hot = phase == "hot-sku"
     hot_sku = hot.sku if is_hot else None
-    driver = Clients(sessions)
+    driver = Clients(order_http)
     stamp = args.stamp
     if is_hot:
         added, _ = set_hot_stock(net, receipts, hot.sku, args.hot_stock)
@@ -815,10 +823,10 @@ def profile_pyspy(
     }
     floor = pool_floor(seconds + 2, args.warmup, 3, len(pool), MAX_PLAUSIBLE_ORDERS_PER_S)
     top_up_pool(net, receipts, pool, floor)
-    sessions = [_common.session_for(net.storefront_key) for _ in range(PROFILE_CLIENTS)]
+    order_http = order_clients(net, PROFILE_CLIENTS)
     spy: subprocess.Popen[str] | None = None
     try:
-        driver = Clients(sessions)
+        driver = Clients(order_http)
         driver.run(args.warmup, order_step(net, pool, 3, None, f"{args.stamp}-prof-w", args.idempotency))
         log(f"profile: py-spy on gunicorn pid {server.proc.pid}, 3-line x{PROFILE_CLIENTS} for {seconds}s")
         spy = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -835,8 +843,8 @@ def profile_pyspy(
         if spy is not None and spy.poll() is None:  # a failure above: stop it, it is ours
             spy.kill()
             spy.communicate()
-        for sess in sessions:
-            sess.close()
+        for c in order_http:
+            c.close()
     out["pyspy_output"] = spy_out.strip()[-2000:]
     if spy.returncode != 0 or not raw.exists():
         raise BenchError(f"py-spy exited {spy.returncode}: {spy_out.strip()[-2000:]}")
@@ -879,9 +887,9 @@ def profile_pyinstrument(
         receipts = Receipts(net, receipts_tag)
         floor = pool_floor(args.profile_seconds, args.warmup, 3, len(pool), MAX_PLAUSIBLE_ORDERS_PER_S)
         top_up_pool(net, receipts, pool, floor)
-        sessions = [_common.session_for(net.storefront_key) for _ in range(PROFILE_CLIENTS)]
+        order_http = order_clients(net, PROFILE_CLIENTS)
         try:
-            driver = Clients(sessions)
+            driver = Clients(order_http)
             driver.run(args.warmup, order_step(net, pool, 3, None, f"{args.stamp}-prof-w", args.idempotency))
             with requests.Session() as http:
                 api(http, "GET", f"{server.base_url}/__bench_profile/start", 200)
@@ -894,8 +902,8 @@ def profile_pyinstrument(
                 log("profile: merging")
                 stats = api(http, "GET", f"{server.base_url}/__bench_profile/stop", 200)
         finally:
-            for sess in sessions:
-                sess.close()
+            for c in order_http:
+                c.close()
         out["load"] = asdict(
             summarise("3-line (profiled)", PROFILE_CLIENTS, args.profile_seconds, samples, wall, cpu, 201)
         )
@@ -1026,7 +1034,9 @@ def render(report: dict[str, Any]) -> str:
         f"order pool {p['pool_size']} random SKUs with stock (seed {p['rng_seed']}); "
         f"hot SKU {report['hot']['sku']}",
         f"cells: {p['seconds']:g} s measured after a {p['warmup']:g} s warm-up; clients are threads, "
-        f"each with its own requests.Session (HTTP) or psycopg connection (bare SQL)",
+        f"each with its own psycopg connection (bare SQL) or persistent HTTP/1.1 connection (orders:",
+        "bench/_common.KeepAlive, a minimal raw-socket client instead of requests, because the load generator",
+        "shares the CPUs with the server; gunicorn sync workers close the connection after every response)",
         "",
         "A. POST /api/v1/orders over HTTP (ship to 51.51,-0.12, 1 unit per line, allow_split, no partial, "
         + ("a fresh Idempotency-Key per request)" if p["idempotency"] else "no Idempotency-Key)"),
@@ -1259,6 +1269,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "analyze": args.analyze,
             "vacuum": args.vacuum,
             "bare_sql": "UPDATEs and INSERTs each sent as one psycopg executemany (pipeline mode)",
+            "order_http_client": "bench/_common.KeepAlive (minimal HTTP/1.1 over one socket per client thread)",
         },
         "machine": {
             "nproc": _common.cpu_count(),

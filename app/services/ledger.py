@@ -133,7 +133,7 @@ def insert_movements(
         return []
     now = now or utcnow()
     if not ids:
-        Raw(session).insert("movements", MOVEMENT_COLUMNS, [
+        Raw.of(session).insert("movements", MOVEMENT_COLUMNS, [
             (str(leg.kind), leg.sku_id, leg.location_id, leg.qty, leg.deltas.on_hand, leg.deltas.reserved,
              leg.deltas.incoming, leg.reason, leg.source, leg.external_ref, leg.leg, leg.occurred_at or now,
              now, leg.order_id, leg.fulfilment_id, leg.sync_run_id, leg.api_key_id, leg.note)

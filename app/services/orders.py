@@ -229,7 +229,7 @@ def load_candidates(session: Session, ctx: Context, now: datetime) -> list[routi
     utc_day = now.date()
     days = (utc_day - timedelta(days=1), utc_day, utc_day + timedelta(days=1))
     sku_ids = list(ctx.sku_ids.values())
-    rows = Raw(session).execute(_candidates_sql(len(sku_ids)), [ctx.channel_id, *days, *sku_ids])
+    rows = Raw.of(session).execute(_candidates_sql(len(sku_ids)), [ctx.channel_id, *days, *sku_ids])
     code_of = {v: k for k, v in ctx.sku_ids.items()}
     info: dict[int, dict[str, Any]] = {}
     for (lid, code, lat, lon, prio, active, ships, pickup, cap, tz, dsafe, serves, u0, u1, u2,
@@ -418,7 +418,7 @@ def reserve(
     for (sku_id, loc_id), qty in sorted(wanted.items()):
         params += (sku_id, loc_id, qty, online, ctx.location_by_id[loc_id].default_safety)
     params.append(now)
-    raw = Raw(session)
+    raw = Raw.of(session)
     rows = [LevelAfter(*row) for row in raw.execute(_reserve_sql(raw.sqlite, len(wanted)), params)]
     if len(rows) != len(wanted):
         raise LostRace("stock changed between routing and reserving")
@@ -439,7 +439,7 @@ def take_capacity(session: Session, ctx: Context, location_ids: Sequence[int]) -
         loc = ctx.location_by_id[loc_id]
         if loc.daily_capacity is None:
             continue
-        if not Raw(session).execute(_TAKE_CAPACITY, [loc_id, ctx.days[loc_id], loc.daily_capacity]):
+        if not Raw.of(session).execute(_TAKE_CAPACITY, [loc_id, ctx.days[loc_id], loc.daily_capacity]):
             raise LostRace(f"{loc.code} reached its daily capacity")
 
 
@@ -531,7 +531,7 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
     if not decision.allocations:
         status = "backordered"
     routing_out = explain(decision)
-    raw = Raw(session)
+    raw = Raw.of(session)
     # ON CONFLICT: the key (or the storefront's order id) is taken, so this is a replay.
     inserted = raw.insert("orders", ORDER_COLUMNS, [(
         cmd.external_id, cmd.idempotency_key, fingerprint, ctx.channel_id, cmd.customer_ref, status,
