@@ -29,7 +29,9 @@ def emit(session: Session, events: Iterable[dict[str, Any]], now: datetime | Non
     """Append events ({type, order_id?, fulfilment_id?, payload}) to the outbox."""
     now = now or utcnow()
     rows = [(e["type"], e.get("order_id"), e.get("fulfilment_id"), e["payload"], now) for e in events]
-    Raw.of(session).insert("outbox_events", ("type", "order_id", "fulfilment_id", "payload", "created_at"), rows)
+    Raw.of(session).insert(
+        "outbox_events", ("type", "order_id", "fulfilment_id", "payload", "created_at"), rows
+    )
 
 
 @dataclass(frozen=True)

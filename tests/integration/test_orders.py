@@ -368,7 +368,9 @@ def test_a_shortage_with_nowhere_to_go_is_flagged_at_risk(
     verify(app)
 
 
-def test_an_overlong_idempotency_key_is_refused_and_the_header_is_documented(client: Any, storefront: Api, shop: None) -> None:
+def test_an_overlong_idempotency_key_is_refused_and_the_header_is_documented(
+    client: Any, storefront: Api, shop: None
+) -> None:
     r = order(storefront, [("TEE", 1)], key="k" * 201)
     assert (r.status_code, r.json["errors"][0]["field"]) == (422, "Idempotency-Key")
     params = client.get("/api/openapi.json").json["paths"]["/api/v1/orders"]["post"]["parameters"]
