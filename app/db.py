@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from psycopg.pq import ExecStatus
 from psycopg.types.json import Json
@@ -70,16 +70,21 @@ class Raw:
     """Hot-path statements on the driver's own cursor, inside the session's transaction.
 
     Profiling the order path showed SQLAlchemy's per-statement bookkeeping costing more CPU than
-    PostgreSQL spends running these small statements, so the hottest ones go straight to the
-    DBAPI. SQL is written with ``?`` placeholders for both drivers; values are adapted the way
-    the models' column types would store them (aware UTC datetimes, dicts and lists as JSON).
+    PostgreSQL spends running these small statements, and each round trip costing both sides
+    system calls, so the hottest statements go straight to the DBAPI and, on PostgreSQL, several
+    can share one round trip (``pipeline``). SQL is written with ``?`` placeholders for both
+    drivers; values are adapted the way the models' column types store them (aware UTC
+    datetimes, dicts and lists as JSON). Driver errors surface as SQLAlchemy's, so the error map
+    and transaction()'s retries treat them like any other statement's.
     """
 
     def __init__(self, session: Session) -> None:
-        conn = session.connection()
-        self.sqlite = conn.dialect.name == "sqlite"
-        self._cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        self._conn = session.connection()
+        self.sqlite = self._conn.dialect.name == "sqlite"
+        self._dbapi: Any = cast(Any, self._conn.connection.driver_connection)
+        self._cursor: Any = self._dbapi.cursor()
         self._adapt = _sqlite_value if self.sqlite else _pg_value
+        self._errors: type[Exception] = self._conn.dialect.loaded_dbapi.Error
 
     @staticmethod
     def of(session: Session) -> Raw:
@@ -101,20 +106,47 @@ class Raw:
         return out
 
     def execute(self, text: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run one statement; its rows if it returns any."""
-        adapt = self._adapt
+        """Run one statement now and return its rows (none for plain DML)."""
         cursor = self._cursor
-        cursor.execute(self.sql(text), [adapt(v) for v in params])
-        # A cheaper test than cursor.description, which builds column objects every call.
+        self._send(cursor, text, params)
+        try:
+            # A cheaper test than cursor.description, which builds column objects every call.
+            if self.sqlite:
+                return cursor.fetchall() if cursor.description else []  # type: ignore[no-any-return]
+            return cursor.fetchall() if cursor.pgresult.status == TUPLES_OK else []  # type: ignore[no-any-return]
+        except self._errors as error:
+            raise self._wrap(error, text) from error
+
+    def run(self, text: str, params: Sequence[Any] = ()) -> None:
+        """Send a statement whose result is not needed; inside pipeline() it waits for the batch."""
+        self._send(self._cursor, text, params)
+
+    def submit(self, text: str, params: Sequence[Any] = ()) -> Pending:
+        """Send a statement whose rows are read later, once its pipeline() has ended."""
         if self.sqlite:
-            return cursor.fetchall() if cursor.description else []
-        return cursor.fetchall() if cursor.pgresult.status == TUPLES_OK else []  # type: ignore[attr-defined]
+            return Pending(None, self.execute(text, params))
+        cursor = self._dbapi.cursor()
+        self._send(cursor, text, params)
+        return Pending(cursor, None)
+
+    @contextmanager
+    def pipeline(self) -> Iterator[None]:
+        """PostgreSQL: everything sent inside travels in one round trip at the end; SQLite: as is."""
+        if self.sqlite:
+            yield
+            return
+        try:
+            with self._dbapi.pipeline():
+                yield
+        except self._errors as error:
+            raise self._wrap(error, "(pipeline)") from error
 
     def insert(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], suffix: str = ""
     ) -> list[tuple[Any, ...]]:
-        """One multi-row INSERT for all rows (one round trip); `suffix` adds ON CONFLICT/RETURNING."""
+        """One multi-row INSERT for all rows; `suffix` adds ON CONFLICT/RETURNING (rows returned)."""
         out: list[tuple[Any, ...]] = []
+        returning = "RETURNING" in suffix
         # Both servers cap the parameters in one statement (PostgreSQL 65,535; SQLite 32,766).
         per = max(1, RAW_MAX_PARAMS // len(columns))
         for start in range(0, len(rows), per):
@@ -126,8 +158,43 @@ class Raw:
                 text = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * len(chunk))} {suffix}"
                 if len(chunk) <= 32:  # big batches vary in size: keep only the small, hot shapes
                     _RAW_INSERTS[key] = text
-            out += self.execute(text, [v for row in chunk for v in row])
+            flat = [v for row in chunk for v in row]
+            if returning:
+                out += self.execute(text, flat)
+            else:
+                self.run(text, flat)
         return out
+
+    def _send(self, cursor: Any, text: str, params: Sequence[Any]) -> None:
+        adapt = self._adapt
+        try:
+            cursor.execute(self.sql(text), [adapt(v) for v in params])
+        except self._errors as error:
+            raise self._wrap(error, text) from error
+
+    def _wrap(self, error: Exception, text: str) -> exc.DBAPIError:
+        dialect = self._conn.dialect
+        invalidated = dialect.is_disconnect(error, self._dbapi, self._cursor)  # type: ignore[arg-type]
+        if invalidated:
+            self._conn.invalidate(error)
+        wrapped = exc.DBAPIError.instance(
+            text, None, error, self._errors, connection_invalidated=invalidated, dialect=dialect
+        )
+        return cast(exc.DBAPIError, wrapped)  # orig is a driver error, so never a bare StatementError
+
+
+class Pending:
+    """The rows of a statement sent with Raw.submit, readable once its pipeline has ended."""
+
+    def __init__(self, cursor: Any, rows: list[tuple[Any, ...]] | None) -> None:
+        self._cursor = cursor
+        self._rows = rows
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        if self._rows is None:
+            self._rows = self._cursor.fetchall()
+            self._cursor.close()
+        return self._rows
 
 
 RAW_MAX_PARAMS = 30_000

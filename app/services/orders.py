@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
-from app.db import Raw, Retry, utcnow
+from app.db import Pending, Raw, Retry, utcnow
 from app.domain import fulfilment as lifecycle
 from app.domain import routing
 from app.domain.errors import (
@@ -407,22 +407,31 @@ class LevelAfter:
     safety_stock: int | None
 
 
+def submit_reserve(raw: Raw, ctx: Context, wanted: dict[tuple[int, int], int], now: datetime) -> Pending:
+    """Send the all-or-nothing reservation of every (sku, location) qty; check it with reserved()."""
+    online = 1 if ctx.online else 0
+    params: list[Any] = []
+    for (sku_id, loc_id), qty in sorted(wanted.items()):
+        params += (sku_id, loc_id, qty, online, ctx.location_by_id[loc_id].default_safety)
+    params.append(now)
+    return raw.submit(_reserve_sql(raw.sqlite, len(wanted)), params)
+
+
+def reserved(pending: Pending, wanted: dict[tuple[int, int], int]) -> list[LevelAfter]:
+    """The levels as the reservation left them; any line it could not cover is a lost race."""
+    rows = [LevelAfter(*row) for row in pending.rows()]
+    if len(rows) != len(wanted):
+        raise LostRace("stock changed between routing and reserving")
+    return rows
+
+
 def reserve(
     session: Session, ctx: Context, wanted: dict[tuple[int, int], int], now: datetime
 ) -> list[LevelAfter]:
     """Reserve every (sku, location) qty or none; any shortfall is a lost race. Returns the levels after."""
     if not wanted:
         return []
-    online = 1 if ctx.online else 0
-    params: list[Any] = []
-    for (sku_id, loc_id), qty in sorted(wanted.items()):
-        params += (sku_id, loc_id, qty, online, ctx.location_by_id[loc_id].default_safety)
-    params.append(now)
-    raw = Raw.of(session)
-    rows = [LevelAfter(*row) for row in raw.execute(_reserve_sql(raw.sqlite, len(wanted)), params)]
-    if len(rows) != len(wanted):
-        raise LostRace("stock changed between routing and reserving")
-    return rows
+    return reserved(submit_reserve(Raw.of(session), ctx, wanted, now), wanted)
 
 
 _TAKE_CAPACITY = """
@@ -433,14 +442,25 @@ RETURNING used
 """
 
 
+def submit_capacity(raw: Raw, ctx: Context, location_ids: Sequence[int]) -> list[tuple[_Loc, Pending]]:
+    """Send one shipment counted against each capacity-limited location's day; check with capacity_taken()."""
+    return [
+        (loc, raw.submit(_TAKE_CAPACITY, [loc.id, ctx.days[loc.id], loc.daily_capacity]))
+        for loc in (ctx.location_by_id[i] for i in sorted(set(location_ids)))
+        if loc.daily_capacity is not None
+    ]
+
+
+def capacity_taken(pending: list[tuple[_Loc, Pending]]) -> None:
+    """A location whose day was already full is a lost race."""
+    for loc, result in pending:
+        if not result.rows():
+            raise LostRace(f"{loc.code} reached its daily capacity")
+
+
 def take_capacity(session: Session, ctx: Context, location_ids: Sequence[int]) -> None:
     """Count one shipment against each capacity-limited location's day, or lose the race."""
-    for loc_id in sorted(set(location_ids)):
-        loc = ctx.location_by_id[loc_id]
-        if loc.daily_capacity is None:
-            continue
-        if not Raw.of(session).execute(_TAKE_CAPACITY, [loc_id, ctx.days[loc_id], loc.daily_capacity]):
-            raise LostRace(f"{loc.code} reached its daily capacity")
+    capacity_taken(submit_capacity(Raw.of(session), ctx, location_ids))
 
 
 def release_capacity(session: Session, location_id: int, day: date) -> None:
@@ -543,43 +563,30 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
         # order is visible now.
         return _replay(session, cmd, ctx.channel_id, fingerprint)
     order_id = int(inserted[0][0])
-    raw.insert("order_lines", ("order_id", "line_no", "sku_id", "qty", "backordered", "cancelled", "returned"),
-               [(order_id, i + 1, ctx.sku_ids[s], q, backordered.get(s, 0), 0, 0)
-                for i, (s, q) in enumerate(cmd.lines)])  # fmt: skip
     ordered = sorted(decision.allocations, key=lambda a: (a.type != "pickup", a.location))
-    # One insert per fulfilment: RETURNING order is only guaranteed row by row (most orders have one).
-    fids = [
-        int(raw.insert("fulfilments", FULFILMENT_COLUMNS, [(
-            order_id, loc_id[a.location], a.type, Status.ALLOCATED.value, loc_id.get(a.to_location or ""),
-            None, False, now, now)], "RETURNING id")[0][0])
-        for a in ordered
-    ]  # fmt: skip
-    pickup_fid = next((fid for a, fid in zip(ordered, fids, strict=True) if a.type == "pickup"), None)
-    if pickup_fid is not None and any(a.type == "transfer" for a in ordered):
-        session.execute(
-            update(Fulfilment).where(Fulfilment.order_id == order_id, Fulfilment.type == "transfer")
-            .values(feeds_fulfilment_id=pickup_fid)
-        )  # fmt: skip
+    fid_of = {
+        (loc, type_): int(fid)
+        for fid, loc, type_ in raw.insert("fulfilments", FULFILMENT_COLUMNS, [
+            (order_id, loc_id[a.location], a.type, Status.ALLOCATED.value, loc_id.get(a.to_location or ""),
+             None, False, now, now) for a in ordered
+        ], "RETURNING id, location_id, type")
+    }  # fmt: skip
+    # An order has at most one fulfilment per (location, type), so that names each row returned.
+    fids = [fid_of[(loc_id[a.location], a.type)] for a in ordered]
     line_rows: list[tuple[int, int, int, int, int, int, int]] = []
     legs: list[Leg] = []
     for alloc, fid in zip(ordered, fids, strict=True):
         here = {ln.sku: ln.qty for ln in alloc.lines}
         shown = alloc.collect_lines if alloc.type == "pickup" and alloc.collect_lines else alloc.lines
         for ln in shown:
-            reserved = here.get(ln.sku, 0)
-            line_rows.append((fid, ctx.sku_ids[ln.sku], ln.qty, reserved, ln.qty - reserved, 0, 0))
+            reserved_here = here.get(ln.sku, 0)
+            line_rows.append((fid, ctx.sku_ids[ln.sku], ln.qty, reserved_here, ln.qty - reserved_here, 0, 0))
         for ln in alloc.lines:
             legs.append(Leg(Kind.RESERVATION, ctx.sku_ids[ln.sku], loc_id[alloc.location], ln.qty,
                             Deltas(reserved=ln.qty), order_id=order_id, fulfilment_id=fid))  # fmt: skip
             if alloc.type == "transfer" and alloc.to_location:
                 legs.append(Leg(Kind.TRANSFER_EXPECTED, ctx.sku_ids[ln.sku], loc_id[alloc.to_location], ln.qty,
                                 Deltas(incoming=ln.qty), order_id=order_id, fulfilment_id=fid))  # fmt: skip
-    raw.insert("fulfilment_lines", ("fulfilment_id", "sku_id", "qty", "reserved", "awaiting", "done", "cancelled"),
-               line_rows)  # fmt: skip
-    # Reserve last: the row locks it takes are held until commit, so the fewer statements after
-    # it, the shorter other orders for the same SKU wait. A shortfall rolls everything back.
-    after = reserve(session, ctx, wanted, now)
-    take_capacity(session, ctx, [loc_id[a.location] for a in decision.allocations if a.type == "ship"])
     incoming: dict[tuple[int, int], Deltas] = {}
     for leg in legs:
         if leg.kind is Kind.TRANSFER_EXPECTED:
@@ -587,8 +594,6 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
     if incoming:
         ensure_levels(session, incoming)
         apply_deltas(session, incoming, now)
-    insert_movements(session, legs, now)
-
     evs: list[dict[str, Any]] = [{"type": "order.created", "order_id": order_id,
                                   "payload": {"order_id": order_id, "external_id": cmd.external_id,
                                               "status": status, "customer_ref": cmd.customer_ref}}]  # fmt: skip
@@ -596,15 +601,35 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
         evs.append({"type": "fulfilment.allocated", "order_id": order_id, "fulfilment_id": fid,
                     "payload": {"order_id": order_id, "fulfilment_id": fid, "location": alloc.location,
                                 "type": alloc.type, "lines": [{"sku": ln.sku, "qty": ln.qty} for ln in alloc.lines]}})  # fmt: skip
+    pickup_fid = next((fid for a, fid in zip(ordered, fids, strict=True) if a.type == "pickup"), None)
+    # The rest of the order goes in one round trip (PostgreSQL pipeline). Reserving comes last:
+    # the row locks it takes are held until commit, so nothing should follow it. Any shortfall
+    # (stock or a day's capacity) raises, and the unit of work rolls all of it back.
+    with raw.pipeline():
+        raw.insert("order_lines", ("order_id", "line_no", "sku_id", "qty", "backordered", "cancelled", "returned"),
+                   [(order_id, i + 1, ctx.sku_ids[s], q, backordered.get(s, 0), 0, 0)
+                    for i, (s, q) in enumerate(cmd.lines)])  # fmt: skip
+        raw.insert("fulfilment_lines", ("fulfilment_id", "sku_id", "qty", "reserved", "awaiting", "done", "cancelled"),
+                   line_rows)  # fmt: skip
+        if pickup_fid is not None and any(a.type == "transfer" for a in ordered):
+            raw.run("UPDATE fulfilments SET feeds_fulfilment_id = ? WHERE order_id = ? AND type = 'transfer'",
+                    [pickup_fid, order_id])  # fmt: skip
+        insert_movements(session, legs, now)
+        events.emit(session, evs, now)
+        capacity = submit_capacity(
+            raw, ctx, [loc_id[a.location] for a in decision.allocations if a.type == "ship"]
+        )
+        reservation = submit_reserve(raw, ctx, wanted, now) if wanted else None
+    capacity_taken(capacity)
+    after = reserved(reservation, wanted) if reservation else []
     levels_after = [
         events.LevelRow(a.sku_id, a.location_id, a.on_hand, a.reserved, a.safety_stock,
                         ctx.location_by_id[a.location_id].default_safety)
         for a in after
     ]  # fmt: skip
-    evs += events.stock_transitions(
-        session, {k: Deltas(reserved=q) for k, q in wanted.items()}, now, emit_now=False, after=levels_after
+    events.stock_transitions(
+        session, {k: Deltas(reserved=q) for k, q in wanted.items()}, now, after=levels_after
     )
-    events.emit(session, evs, now)
 
     fulfilments_out = []
     for alloc, fid in zip(ordered, fids, strict=True):

@@ -6,8 +6,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import psycopg
+import pytest
 from flask import Flask
-from sqlalchemy import select, text
+from sqlalchemy import exc, select, text
+from sqlalchemy.orm import Session
 
 from app.db import RAW_MAX_PARAMS, Raw, read_only, transaction, unit_of_work
 from app.models import LocationDayUsage, Movement, OutboxEvent
@@ -73,9 +75,10 @@ def test_a_connection_the_server_dropped_is_replaced_and_the_work_retried(
             assert other.execute("SELECT pg_terminate_backend(%s)", [pid]).fetchone() == (True,)
         calls: list[int] = []
 
-        def work(s: object) -> int:
+        def work(s: Session) -> int:
             calls.append(1)
-            return int(s.execute(text("SELECT pg_backend_pid()")).scalar_one())  # type: ignore[attr-defined]
+            # The hot path's raw statements are retried like SQLAlchemy's own.
+            return int(Raw.of(s).execute("SELECT pg_backend_pid()")[0][0])
 
         new_pid = transaction(factory, work)
         assert new_pid != pid
@@ -103,3 +106,39 @@ def test_raw_sql_keeps_literal_percent_signs_on_postgresql() -> None:
             self.sqlite = False
 
     assert _Fake().sql("SELECT '50%' WHERE x = ?") == "SELECT '50%%' WHERE x = %s"
+
+
+def test_raw_driver_errors_surface_as_sqlalchemy_errors_and_roll_back(app: Flask) -> None:
+    sku, loc = _ids(app)
+    day = date(2026, 11, 24)
+    factory = app.extensions["session_factory"]
+
+    def twice(s: Session) -> None:
+        raw = Raw.of(s)
+        raw.insert("location_day_usage", ("location_id", "day", "used"), [(loc, day, 1)])
+        with raw.pipeline():
+            raw.insert("location_day_usage", ("location_id", "day", "used"), [(loc, day, 2)])
+
+    with pytest.raises(exc.IntegrityError):
+        transaction(factory, twice)
+    with read_only(factory) as s:
+        assert s.scalars(select(LocationDayUsage)).all() == []
+    assert sku
+
+
+def test_statements_in_a_pipeline_all_apply_and_submitted_rows_are_read_after(app: Flask) -> None:
+    _, loc = _ids(app)
+    with unit_of_work(app.extensions["session_factory"]) as s:
+        raw = Raw.of(s)
+        with raw.pipeline():
+            raw.insert(
+                "location_day_usage",
+                ("location_id", "day", "used"),
+                [(loc, date(2026, 1, d), d) for d in (1, 2)],
+            )
+            bumped = raw.submit(
+                "UPDATE location_day_usage SET used = used + 10 WHERE location_id = ? RETURNING used", [loc]
+            )
+            counted = raw.submit("SELECT count(*) FROM location_day_usage WHERE location_id = ?", [loc])
+        assert sorted(r[0] for r in bumped.rows()) == [11, 12]
+        assert counted.rows() == [(2,)]
