@@ -204,16 +204,18 @@ class Context:
 
 # Hot path: one round trip for every location's settings, channel membership, today's
 # shipments against capacity (its local day is one of three UTC-adjacent dates) and stock.
+# Joins rather than per-row subqueries: those re-ran for every (location, SKU) row.
 _CANDIDATES = """
 SELECT l.id, l.code, l.lat, l.lon, l.priority, l.active, l.ships, l.pickup, l.daily_capacity,
-       l.timezone, l.default_safety_stock,
-       EXISTS (SELECT 1 FROM channel_locations cl
-               WHERE cl.channel_id = ? AND cl.location_id = l.id) AS serves,
-       (SELECT u.used FROM location_day_usage u WHERE u.location_id = l.id AND u.day = ?) AS used0,
-       (SELECT u.used FROM location_day_usage u WHERE u.location_id = l.id AND u.day = ?) AS used1,
-       (SELECT u.used FROM location_day_usage u WHERE u.location_id = l.id AND u.day = ?) AS used2,
-       s.sku_id, s.on_hand, s.reserved, s.safety_stock
+       l.timezone, l.default_safety_stock, cl.location_id IS NOT NULL AS serves,
+       u.used0, u.used1, u.used2, s.sku_id, s.on_hand, s.reserved, s.safety_stock
 FROM locations l
+LEFT JOIN channel_locations cl ON cl.location_id = l.id AND cl.channel_id = ?
+LEFT JOIN (
+    SELECT location_id, MAX(CASE WHEN day = ? THEN used END) AS used0,
+           MAX(CASE WHEN day = ? THEN used END) AS used1, MAX(CASE WHEN day = ? THEN used END) AS used2
+    FROM location_day_usage WHERE day >= ? AND day <= ? GROUP BY location_id
+) u ON u.location_id = l.id
 LEFT JOIN stock_levels s ON s.location_id = l.id AND s.sku_id IN ({skus})
 ORDER BY l.id
 """
@@ -229,7 +231,13 @@ def load_candidates(session: Session, ctx: Context, now: datetime) -> list[routi
     utc_day = now.date()
     days = (utc_day - timedelta(days=1), utc_day, utc_day + timedelta(days=1))
     sku_ids = list(ctx.sku_ids.values())
-    rows = Raw.of(session).execute(_candidates_sql(len(sku_ids)), [ctx.channel_id, *days, *sku_ids])
+    raw = Raw.of(session)
+    # In a pipeline, the transaction's BEGIN travels with the query instead of on its own.
+    with raw.pipeline():
+        pending = raw.submit(
+            _candidates_sql(len(sku_ids)), [ctx.channel_id, *days, days[0], days[2], *sku_ids]
+        )
+    rows = pending.rows()
     code_of = {v: k for k, v in ctx.sku_ids.items()}
     info: dict[int, dict[str, Any]] = {}
     for (lid, code, lat, lon, prio, active, ships, pickup, cap, tz, dsafe, serves, u0, u1, u2,
