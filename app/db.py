@@ -8,8 +8,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any, TypeVar, cast
 
+from psycopg import RawCursor
 from psycopg.pq import ExecStatus
 from psycopg.types.json import Json
 from sqlalchemy import DateTime, Dialect, MetaData, event, exc
@@ -82,7 +84,8 @@ class Raw:
         self._conn = session.connection()
         self.sqlite = self._conn.dialect.name == "sqlite"
         self._dbapi: Any = cast(Any, self._conn.connection.driver_connection)
-        self._cursor: Any = self._dbapi.cursor()
+        # psycopg's RawCursor takes $n placeholders as they are: no query parsing per call.
+        self._cursor: Any = self._dbapi.cursor() if self.sqlite else RawCursor(self._dbapi)
         self._adapt = _sqlite_value if self.sqlite else _pg_value
         self._errors: type[Exception] = self._conn.dialect.loaded_dbapi.Error
 
@@ -100,7 +103,8 @@ class Raw:
             return text
         out = _RAW_SQL.get(text)
         if out is None:
-            out = text.replace("%", "%%").replace("?", "%s")
+            parts = text.split("?")
+            out = parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
             if len(text) <= 8192:
                 _RAW_SQL[text] = out
         return out
@@ -125,9 +129,29 @@ class Raw:
         """Send a statement whose rows are read later, once its pipeline() has ended."""
         if self.sqlite:
             return Pending(None, self.execute(text, params))
-        cursor = self._dbapi.cursor()
+        cursor = RawCursor(self._dbapi)
         self._send(cursor, text, params)
         return Pending(cursor, None)
+
+    def submit_together(
+        self,
+        inserts: Sequence[tuple[str, Sequence[str], Sequence[Sequence[Any]]]],
+        final: str,
+        params: Sequence[Any],
+    ) -> Pending:
+        """Multi-row inserts, then a statement whose rows are wanted, as one statement where possible.
+
+        PostgreSQL runs them as data-modifying WITH clauses of the final statement: one message,
+        one execution, one snapshot; every row is written or, on any error, none. SQLite (or an
+        oversized batch) runs them in turn.
+        """
+        inserts = [(t, c, r) for t, c, r in inserts if r]
+        if self.sqlite or sum(len(c) * len(r) for _, c, r in inserts) + len(params) > RAW_MAX_PARAMS:
+            for table, columns, rows in inserts:
+                self.insert(table, columns, rows)
+            return self.submit(final, params)
+        text = _together(tuple((t, tuple(c), len(r)) for t, c, r in inserts), final)
+        return self.submit(text, [v for _, _, rows in inserts for row in rows for v in row] + list(params))
 
     @contextmanager
     def pipeline(self) -> Iterator[None]:
@@ -151,13 +175,7 @@ class Raw:
         per = max(1, RAW_MAX_PARAMS // len(columns))
         for start in range(0, len(rows), per):
             chunk = rows[start : start + per]
-            key = (table, tuple(columns), len(chunk), suffix)
-            text = _RAW_INSERTS.get(key)
-            if text is None:
-                one = "(" + ", ".join("?" * len(columns)) + ")"
-                text = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * len(chunk))} {suffix}"
-                if len(chunk) <= 32:  # big batches vary in size: keep only the small, hot shapes
-                    _RAW_INSERTS[key] = text
+            text = _insert_text(table, tuple(columns), len(chunk), suffix)
             flat = [v for row in chunk for v in row]
             if returning:
                 out += self.execute(text, flat)
@@ -201,6 +219,28 @@ RAW_MAX_PARAMS = 30_000
 TUPLES_OK = ExecStatus.TUPLES_OK
 _RAW_SQL: dict[str, str] = {}
 _RAW_INSERTS: dict[tuple[str, tuple[str, ...], int, str], str] = {}
+
+
+def _insert_text(table: str, columns: tuple[str, ...], rows: int, suffix: str) -> str:
+    key = (table, columns, rows, suffix)
+    text = _RAW_INSERTS.get(key)
+    if text is None:
+        one = "(" + ", ".join("?" * len(columns)) + ")"
+        text = f"INSERT INTO {table} ({', '.join(columns)}) VALUES {', '.join([one] * rows)} {suffix}"
+        if rows <= 32:  # big batches vary in size: keep only the small, hot shapes
+            _RAW_INSERTS[key] = text
+    return text
+
+
+@lru_cache(maxsize=512)
+def _together(shapes: tuple[tuple[str, tuple[str, ...], int], ...], final: str) -> str:
+    ctes = ", ".join(f"w{i} AS ({_insert_text(t, c, n, '')})" for i, (t, c, n) in enumerate(shapes))
+    if not ctes:
+        return final
+    body = final.lstrip()
+    if body[:5].upper() == "WITH ":
+        return f"WITH {ctes}, {body[5:]}"
+    return f"WITH {ctes} {body}"
 
 
 def _pg_value(value: Any) -> Any:

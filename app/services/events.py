@@ -25,13 +25,17 @@ STOCK_EVENTS = ("stock.out_of_stock", "stock.back_in_stock")
 EVENT_TYPES = ORDER_EVENTS + STOCK_EVENTS
 
 
+OUTBOX_COLUMNS = ("type", "order_id", "fulfilment_id", "payload", "created_at")
+
+
+def outbox_rows(events: Iterable[dict[str, Any]], now: datetime) -> list[tuple[Any, ...]]:
+    """Events ({type, order_id?, fulfilment_id?, payload}) as outbox rows in OUTBOX_COLUMNS order."""
+    return [(e["type"], e.get("order_id"), e.get("fulfilment_id"), e["payload"], now) for e in events]
+
+
 def emit(session: Session, events: Iterable[dict[str, Any]], now: datetime | None = None) -> None:
     """Append events ({type, order_id?, fulfilment_id?, payload}) to the outbox."""
-    now = now or utcnow()
-    rows = [(e["type"], e.get("order_id"), e.get("fulfilment_id"), e["payload"], now) for e in events]
-    Raw.of(session).insert(
-        "outbox_events", ("type", "order_id", "fulfilment_id", "payload", "created_at"), rows
-    )
+    Raw.of(session).insert("outbox_events", OUTBOX_COLUMNS, outbox_rows(events, now or utcnow()))
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,16 @@ MOVEMENT_COLUMNS = (
 )  # fmt: skip
 
 
+def movement_rows(legs: Sequence[Leg], now: datetime) -> list[tuple[Any, ...]]:
+    """The legs as movement rows in MOVEMENT_COLUMNS order."""
+    return [
+        (str(leg.kind), leg.sku_id, leg.location_id, leg.qty, leg.deltas.on_hand, leg.deltas.reserved,
+         leg.deltas.incoming, leg.reason, leg.source, leg.external_ref, leg.leg, leg.occurred_at or now,
+         now, leg.order_id, leg.fulfilment_id, leg.sync_run_id, leg.api_key_id, leg.note)
+        for leg in legs
+    ]  # fmt: skip
+
+
 def insert_movements(
     session: Session, legs: Sequence[Leg], now: datetime | None = None, *, ids: bool = False
 ) -> list[int]:
@@ -133,12 +143,7 @@ def insert_movements(
         return []
     now = now or utcnow()
     if not ids:
-        Raw.of(session).insert("movements", MOVEMENT_COLUMNS, [
-            (str(leg.kind), leg.sku_id, leg.location_id, leg.qty, leg.deltas.on_hand, leg.deltas.reserved,
-             leg.deltas.incoming, leg.reason, leg.source, leg.external_ref, leg.leg, leg.occurred_at or now,
-             now, leg.order_id, leg.fulfilment_id, leg.sync_run_id, leg.api_key_id, leg.note)
-            for leg in legs
-        ])  # fmt: skip
+        Raw.of(session).insert("movements", MOVEMENT_COLUMNS, movement_rows(legs, now))
         return []
     rows = [
         {

@@ -42,7 +42,15 @@ from app.models import (
     StockLevel,
 )
 from app.services import events
-from app.services.ledger import Leg, apply_deltas, ensure_levels, insert_movements, record
+from app.services.ledger import (
+    MOVEMENT_COLUMNS,
+    Leg,
+    apply_deltas,
+    ensure_levels,
+    insert_movements,
+    movement_rows,
+    record,
+)
 
 
 class PickupUnavailable(DomainError):
@@ -415,14 +423,21 @@ class LevelAfter:
     safety_stock: int | None
 
 
-def submit_reserve(raw: Raw, ctx: Context, wanted: dict[tuple[int, int], int], now: datetime) -> Pending:
-    """Send the all-or-nothing reservation of every (sku, location) qty; check it with reserved()."""
+def submit_reserve(
+    raw: Raw,
+    ctx: Context,
+    wanted: dict[tuple[int, int], int],
+    now: datetime,
+    inserts: Sequence[tuple[str, Sequence[str], Sequence[Sequence[Any]]]] = (),
+) -> Pending:
+    """Send the all-or-nothing reservation of every (sku, location) qty, with the rows that go
+    with it (`inserts`, in the same statement where the database allows); check with reserved()."""
     online = 1 if ctx.online else 0
     params: list[Any] = []
     for (sku_id, loc_id), qty in sorted(wanted.items()):
         params += (sku_id, loc_id, qty, online, ctx.location_by_id[loc_id].default_safety)
     params.append(now)
-    return raw.submit(_reserve_sql(raw.sqlite, len(wanted)), params)
+    return raw.submit_together(inserts, _reserve_sql(raw.sqlite, len(wanted)), params)
 
 
 def reserved(pending: Pending, wanted: dict[tuple[int, int], int]) -> list[LevelAfter]:
@@ -516,6 +531,8 @@ ORDER_COLUMNS = (
     "delivery_type", "ship_lat", "ship_lon", "ship_postcode", "pickup_location_id", "allow_split",
     "allow_partial", "routing", "created_at", "updated_at",
 )  # fmt: skip
+ORDER_LINE_COLUMNS = ("order_id", "line_no", "sku_id", "qty", "backordered", "cancelled", "returned")
+FULFILMENT_LINE_COLUMNS = ("fulfilment_id", "sku_id", "qty", "reserved", "awaiting", "done", "cancelled")
 FULFILMENT_COLUMNS = (
     "order_id", "location_id", "type", "status", "to_location_id", "feeds_fulfilment_id", "at_risk",
     "created_at", "updated_at",
@@ -610,24 +627,30 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
                     "payload": {"order_id": order_id, "fulfilment_id": fid, "location": alloc.location,
                                 "type": alloc.type, "lines": [{"sku": ln.sku, "qty": ln.qty} for ln in alloc.lines]}})  # fmt: skip
     pickup_fid = next((fid for a, fid in zip(ordered, fids, strict=True) if a.type == "pickup"), None)
-    # The rest of the order goes in one round trip (PostgreSQL pipeline). Reserving comes last:
-    # the row locks it takes are held until commit, so nothing should follow it. Any shortfall
-    # (stock or a day's capacity) raises, and the unit of work rolls all of it back.
+    # The rest of the order goes in one round trip: on PostgreSQL its rows and the reservation
+    # are one statement. Reserving comes last: the row locks it takes are held until commit, so
+    # nothing should follow it. Any shortfall (stock or a day's capacity) raises, and the unit of
+    # work rolls all of it back.
+    inserts = [
+        ("order_lines", ORDER_LINE_COLUMNS, [(order_id, i + 1, ctx.sku_ids[s], q, backordered.get(s, 0), 0, 0)
+                                             for i, (s, q) in enumerate(cmd.lines)]),
+        ("fulfilment_lines", FULFILMENT_LINE_COLUMNS, line_rows),
+        ("movements", MOVEMENT_COLUMNS, movement_rows(legs, now)),
+        ("outbox_events", events.OUTBOX_COLUMNS, events.outbox_rows(evs, now)),
+    ]  # fmt: skip
     with raw.pipeline():
-        raw.insert("order_lines", ("order_id", "line_no", "sku_id", "qty", "backordered", "cancelled", "returned"),
-                   [(order_id, i + 1, ctx.sku_ids[s], q, backordered.get(s, 0), 0, 0)
-                    for i, (s, q) in enumerate(cmd.lines)])  # fmt: skip
-        raw.insert("fulfilment_lines", ("fulfilment_id", "sku_id", "qty", "reserved", "awaiting", "done", "cancelled"),
-                   line_rows)  # fmt: skip
         if pickup_fid is not None and any(a.type == "transfer" for a in ordered):
             raw.run("UPDATE fulfilments SET feeds_fulfilment_id = ? WHERE order_id = ? AND type = 'transfer'",
                     [pickup_fid, order_id])  # fmt: skip
-        insert_movements(session, legs, now)
-        events.emit(session, evs, now)
         capacity = submit_capacity(
             raw, ctx, [loc_id[a.location] for a in decision.allocations if a.type == "ship"]
         )
-        reservation = submit_reserve(raw, ctx, wanted, now) if wanted else None
+        if wanted:
+            reservation: Pending | None = submit_reserve(raw, ctx, wanted, now, inserts)
+        else:
+            reservation = None
+            for table, columns, rows in inserts:
+                raw.insert(table, columns, rows)
     capacity_taken(capacity)
     after = reserved(reservation, wanted) if reservation else []
     levels_after = [

@@ -100,12 +100,12 @@ def test_a_failed_commit_is_not_replayed() -> None:
     assert not _is_transient(dropped)
 
 
-def test_raw_sql_keeps_literal_percent_signs_on_postgresql() -> None:
+def test_raw_sql_numbers_placeholders_for_postgresql_and_leaves_the_rest() -> None:
     class _Fake(Raw):
         def __init__(self) -> None:
             self.sqlite = False
 
-    assert _Fake().sql("SELECT '50%' WHERE x = ?") == "SELECT '50%%' WHERE x = %s"
+    assert _Fake().sql("SELECT '50%' WHERE x = ? AND y = ?") == "SELECT '50%' WHERE x = $1 AND y = $2"
 
 
 def test_raw_driver_errors_surface_as_sqlalchemy_errors_and_roll_back(app: Flask) -> None:
