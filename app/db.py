@@ -74,7 +74,8 @@ class Raw:
     Profiling the order path showed SQLAlchemy's per-statement bookkeeping costing more CPU than
     PostgreSQL spends running these small statements, and each round trip costing both sides
     system calls, so the hottest statements go straight to the DBAPI and, on PostgreSQL, several
-    can share one round trip (``pipeline``). SQL is written with ``?`` placeholders for both
+    can run as one (``execute_together``). (psycopg's pipeline mode was measured too: it saves
+    waiting, not CPU; it cost more CPU per statement than plain round trips.) SQL is written with ``?`` placeholders for both
     drivers; values are adapted the way the models' column types store them (aware UTC
     datetimes, dicts and lists as JSON). Driver errors surface as SQLAlchemy's, so the error map
     and transaction()'s retries treat them like any other statement's.
@@ -121,24 +122,12 @@ class Raw:
         except self._errors as error:
             raise self._wrap(error, text) from error
 
-    def run(self, text: str, params: Sequence[Any] = ()) -> None:
-        """Send a statement whose result is not needed; inside pipeline() it waits for the batch."""
-        self._send(self._cursor, text, params)
-
-    def submit(self, text: str, params: Sequence[Any] = ()) -> Pending:
-        """Send a statement whose rows are read later, once its pipeline() has ended."""
-        if self.sqlite:
-            return Pending(None, self.execute(text, params))
-        cursor = RawCursor(self._dbapi)
-        self._send(cursor, text, params)
-        return Pending(cursor, None)
-
-    def submit_together(
+    def execute_together(
         self,
         inserts: Sequence[tuple[str, Sequence[str], Sequence[Sequence[Any]]]],
         final: str,
         params: Sequence[Any],
-    ) -> Pending:
+    ) -> list[tuple[Any, ...]]:
         """Multi-row inserts, then a statement whose rows are wanted, as one statement where possible.
 
         PostgreSQL runs them as data-modifying WITH clauses of the final statement: one message,
@@ -149,21 +138,9 @@ class Raw:
         if self.sqlite or sum(len(c) * len(r) for _, c, r in inserts) + len(params) > RAW_MAX_PARAMS:
             for table, columns, rows in inserts:
                 self.insert(table, columns, rows)
-            return self.submit(final, params)
+            return self.execute(final, params)
         text = _together(tuple((t, tuple(c), len(r)) for t, c, r in inserts), final)
-        return self.submit(text, [v for _, _, rows in inserts for row in rows for v in row] + list(params))
-
-    @contextmanager
-    def pipeline(self) -> Iterator[None]:
-        """PostgreSQL: everything sent inside travels in one round trip at the end; SQLite: as is."""
-        if self.sqlite:
-            yield
-            return
-        try:
-            with self._dbapi.pipeline():
-                yield
-        except self._errors as error:
-            raise self._wrap(error, "(pipeline)") from error
+        return self.execute(text, [v for _, _, rows in inserts for row in rows for v in row] + list(params))
 
     def insert(
         self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], suffix: str = ""
@@ -176,11 +153,9 @@ class Raw:
         for start in range(0, len(rows), per):
             chunk = rows[start : start + per]
             text = _insert_text(table, tuple(columns), len(chunk), suffix)
-            flat = [v for row in chunk for v in row]
+            rows_back = self.execute(text, [v for row in chunk for v in row])
             if returning:
-                out += self.execute(text, flat)
-            else:
-                self.run(text, flat)
+                out += rows_back
         return out
 
     def _send(self, cursor: Any, text: str, params: Sequence[Any]) -> None:
@@ -199,20 +174,6 @@ class Raw:
             text, None, error, self._errors, connection_invalidated=invalidated, dialect=dialect
         )
         return cast(exc.DBAPIError, wrapped)  # orig is a driver error, so never a bare StatementError
-
-
-class Pending:
-    """The rows of a statement sent with Raw.submit, readable once its pipeline has ended."""
-
-    def __init__(self, cursor: Any, rows: list[tuple[Any, ...]] | None) -> None:
-        self._cursor = cursor
-        self._rows = rows
-
-    def rows(self) -> list[tuple[Any, ...]]:
-        if self._rows is None:
-            self._rows = self._cursor.fetchall()
-            self._cursor.close()
-        return self._rows
 
 
 RAW_MAX_PARAMS = 30_000

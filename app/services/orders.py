@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
-from app.db import Pending, Raw, Retry, utcnow
+from app.db import Raw, Retry, utcnow
 from app.domain import fulfilment as lifecycle
 from app.domain import routing
 from app.domain.errors import (
@@ -240,12 +240,7 @@ def load_candidates(session: Session, ctx: Context, now: datetime) -> list[routi
     days = (utc_day - timedelta(days=1), utc_day, utc_day + timedelta(days=1))
     sku_ids = list(ctx.sku_ids.values())
     raw = Raw.of(session)
-    # In a pipeline, the transaction's BEGIN travels with the query instead of on its own.
-    with raw.pipeline():
-        pending = raw.submit(
-            _candidates_sql(len(sku_ids)), [ctx.channel_id, *days, days[0], days[2], *sku_ids]
-        )
-    rows = pending.rows()
+    rows = raw.execute(_candidates_sql(len(sku_ids)), [ctx.channel_id, *days, days[0], days[2], *sku_ids])
     code_of = {v: k for k, v in ctx.sku_ids.items()}
     info: dict[int, dict[str, Any]] = {}
     for (lid, code, lat, lon, prio, active, ships, pickup, cap, tz, dsafe, serves, u0, u1, u2,
@@ -423,38 +418,33 @@ class LevelAfter:
     safety_stock: int | None
 
 
-def submit_reserve(
-    raw: Raw,
+def reserve(
+    session: Session,
     ctx: Context,
     wanted: dict[tuple[int, int], int],
     now: datetime,
     inserts: Sequence[tuple[str, Sequence[str], Sequence[Sequence[Any]]]] = (),
-) -> Pending:
-    """Send the all-or-nothing reservation of every (sku, location) qty, with the rows that go
-    with it (`inserts`, in the same statement where the database allows); check with reserved()."""
+) -> list[LevelAfter]:
+    """Reserve every (sku, location) qty or none; any shortfall is a lost race. Returns the levels after.
+
+    `inserts` are rows that go with the reservation, written in the same statement where the
+    database allows (PostgreSQL): the order's rows travel with its reservation in one message.
+    """
+    if not wanted:
+        return []
     online = 1 if ctx.online else 0
     params: list[Any] = []
     for (sku_id, loc_id), qty in sorted(wanted.items()):
         params += (sku_id, loc_id, qty, online, ctx.location_by_id[loc_id].default_safety)
     params.append(now)
-    return raw.submit_together(inserts, _reserve_sql(raw.sqlite, len(wanted)), params)
-
-
-def reserved(pending: Pending, wanted: dict[tuple[int, int], int]) -> list[LevelAfter]:
-    """The levels as the reservation left them; any line it could not cover is a lost race."""
-    rows = [LevelAfter(*row) for row in pending.rows()]
+    raw = Raw.of(session)
+    rows = [
+        LevelAfter(*row)
+        for row in raw.execute_together(inserts, _reserve_sql(raw.sqlite, len(wanted)), params)
+    ]
     if len(rows) != len(wanted):
         raise LostRace("stock changed between routing and reserving")
     return rows
-
-
-def reserve(
-    session: Session, ctx: Context, wanted: dict[tuple[int, int], int], now: datetime
-) -> list[LevelAfter]:
-    """Reserve every (sku, location) qty or none; any shortfall is a lost race. Returns the levels after."""
-    if not wanted:
-        return []
-    return reserved(submit_reserve(Raw.of(session), ctx, wanted, now), wanted)
 
 
 _TAKE_CAPACITY = """
@@ -465,25 +455,15 @@ RETURNING used
 """
 
 
-def submit_capacity(raw: Raw, ctx: Context, location_ids: Sequence[int]) -> list[tuple[_Loc, Pending]]:
-    """Send one shipment counted against each capacity-limited location's day; check with capacity_taken()."""
-    return [
-        (loc, raw.submit(_TAKE_CAPACITY, [loc.id, ctx.days[loc.id], loc.daily_capacity]))
-        for loc in (ctx.location_by_id[i] for i in sorted(set(location_ids)))
-        if loc.daily_capacity is not None
-    ]
-
-
-def capacity_taken(pending: list[tuple[_Loc, Pending]]) -> None:
-    """A location whose day was already full is a lost race."""
-    for loc, result in pending:
-        if not result.rows():
-            raise LostRace(f"{loc.code} reached its daily capacity")
-
-
 def take_capacity(session: Session, ctx: Context, location_ids: Sequence[int]) -> None:
     """Count one shipment against each capacity-limited location's day, or lose the race."""
-    capacity_taken(submit_capacity(Raw.of(session), ctx, location_ids))
+    raw = Raw.of(session)
+    for loc_id in sorted(set(location_ids)):
+        loc = ctx.location_by_id[loc_id]
+        if loc.daily_capacity is None:
+            continue
+        if not raw.execute(_TAKE_CAPACITY, [loc_id, ctx.days[loc_id], loc.daily_capacity]):
+            raise LostRace(f"{loc.code} reached its daily capacity")
 
 
 def release_capacity(session: Session, location_id: int, day: date) -> None:
@@ -638,21 +618,16 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
         ("movements", MOVEMENT_COLUMNS, movement_rows(legs, now)),
         ("outbox_events", events.OUTBOX_COLUMNS, events.outbox_rows(evs, now)),
     ]  # fmt: skip
-    with raw.pipeline():
-        if pickup_fid is not None and any(a.type == "transfer" for a in ordered):
-            raw.run("UPDATE fulfilments SET feeds_fulfilment_id = ? WHERE order_id = ? AND type = 'transfer'",
+    if pickup_fid is not None and any(a.type == "transfer" for a in ordered):
+        raw.execute("UPDATE fulfilments SET feeds_fulfilment_id = ? WHERE order_id = ? AND type = 'transfer'",
                     [pickup_fid, order_id])  # fmt: skip
-        capacity = submit_capacity(
-            raw, ctx, [loc_id[a.location] for a in decision.allocations if a.type == "ship"]
-        )
-        if wanted:
-            reservation: Pending | None = submit_reserve(raw, ctx, wanted, now, inserts)
-        else:
-            reservation = None
-            for table, columns, rows in inserts:
-                raw.insert(table, columns, rows)
-    capacity_taken(capacity)
-    after = reserved(reservation, wanted) if reservation else []
+    take_capacity(session, ctx, [loc_id[a.location] for a in decision.allocations if a.type == "ship"])
+    if wanted:
+        after = reserve(session, ctx, wanted, now, inserts)
+    else:
+        after = []
+        for table, columns, rows in inserts:
+            raw.insert(table, columns, rows)
     levels_after = [
         events.LevelRow(a.sku_id, a.location_id, a.on_hand, a.reserved, a.safety_stock,
                         ctx.location_by_id[a.location_id].default_safety)

@@ -116,8 +116,7 @@ def test_raw_driver_errors_surface_as_sqlalchemy_errors_and_roll_back(app: Flask
     def twice(s: Session) -> None:
         raw = Raw.of(s)
         raw.insert("location_day_usage", ("location_id", "day", "used"), [(loc, day, 1)])
-        with raw.pipeline():
-            raw.insert("location_day_usage", ("location_id", "day", "used"), [(loc, day, 2)])
+        raw.insert("location_day_usage", ("location_id", "day", "used"), [(loc, day, 2)])
 
     with pytest.raises(exc.IntegrityError):
         transaction(factory, twice)
@@ -126,19 +125,29 @@ def test_raw_driver_errors_surface_as_sqlalchemy_errors_and_roll_back(app: Flask
     assert sku
 
 
-def test_statements_in_a_pipeline_all_apply_and_submitted_rows_are_read_after(app: Flask) -> None:
-    _, loc = _ids(app)
-    with unit_of_work(app.extensions["session_factory"]) as s:
-        raw = Raw.of(s)
-        with raw.pipeline():
-            raw.insert(
-                "location_day_usage",
-                ("location_id", "day", "used"),
-                [(loc, date(2026, 1, d), d) for d in (1, 2)],
-            )
-            bumped = raw.submit(
-                "UPDATE location_day_usage SET used = used + 10 WHERE location_id = ? RETURNING used", [loc]
-            )
-            counted = raw.submit("SELECT count(*) FROM location_day_usage WHERE location_id = ?", [loc])
-        assert sorted(r[0] for r in bumped.rows()) == [11, 12]
-        assert counted.rows() == [(2,)]
+def test_inserts_run_together_with_a_final_statement_all_or_nothing(app: Flask) -> None:
+    sku, loc = _ids(app)
+    factory = app.extensions["session_factory"]
+    now = datetime.now(UTC)
+    usage = (
+        "location_day_usage",
+        ("location_id", "day", "used"),
+        [(loc, date(2026, 1, d), d) for d in (1, 2)],
+    )
+    events = ("outbox_events", ("type", "payload", "created_at"), [("t", {"n": 1}, now)])
+    with unit_of_work(factory) as s:
+        # The final statement runs with the inserts (one snapshot on PostgreSQL): it sees none of them.
+        got = Raw.of(s).execute_together([usage, events], "SELECT count(*) FROM location_day_usage", [])
+        assert got == ([(2,)] if Raw.of(s).sqlite else [(0,)])
+    with read_only(factory) as s:
+        assert sorted(u.used for u in s.scalars(select(LocationDayUsage))) == [1, 2]
+        assert [e.payload for e in s.scalars(select(OutboxEvent))] == [{"n": 1}]
+
+    def clash(s: Session) -> None:  # a duplicate row in the batch: nothing of it may stay
+        Raw.of(s).execute_together([("outbox_events", events[1], events[2]), usage], "SELECT ?", [1])
+
+    with pytest.raises(exc.IntegrityError):
+        transaction(factory, clash)
+    with read_only(factory) as s:
+        assert len(s.scalars(select(OutboxEvent)).all()) == 1
+    assert sku
