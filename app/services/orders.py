@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select, text, update
+from sqlalchemy import exc, select, update
 from sqlalchemy.orm import Session
 
 from app.db import Raw, Retry, utcnow
@@ -208,16 +208,26 @@ class Context:
     locations: dict[str, _Loc] = field(default_factory=dict)
     location_by_id: dict[int, _Loc] = field(default_factory=dict)
     days: dict[int, date] = field(default_factory=dict)
+    # Read with the candidates when placing: an order already placed under this key or external
+    # id (id, request hash), and on PostgreSQL the new order's id and a first fulfilment id.
+    prior: tuple[int, str] | None = None
+    ids: tuple[int, int] | None = None
 
 
 # Hot path: one round trip for every location's settings, channel membership, today's
 # shipments against capacity (its local day is one of three UTC-adjacent dates) and stock.
 # Joins rather than per-row subqueries: those re-ran for every (location, SKU) row.
 _CANDIDATES = """
+WITH head AS {materialized} (
+    SELECT {ids} AS ids,
+           (SELECT CAST(o.id AS TEXT) || ' ' || o.request_hash FROM orders o
+            WHERE o.idempotency_key = ? OR (o.channel_id = ? AND o.external_id = ?) LIMIT 1) AS prior
+)
 SELECT l.id, l.code, l.lat, l.lon, l.priority, l.active, l.ships, l.pickup, l.daily_capacity,
        l.timezone, l.default_safety_stock, cl.location_id IS NOT NULL AS serves,
-       u.used0, u.used1, u.used2, s.sku_id, s.on_hand, s.reserved, s.safety_stock
+       u.used0, u.used1, u.used2, s.sku_id, s.on_hand, s.reserved, s.safety_stock, head.ids, head.prior
 FROM locations l
+CROSS JOIN head
 LEFT JOIN channel_locations cl ON cl.location_id = l.id AND cl.channel_id = ?
 LEFT JOIN (
     SELECT location_id, MAX(CASE WHEN day = ? THEN used END) AS used0,
@@ -227,24 +237,50 @@ LEFT JOIN (
 LEFT JOIN stock_levels s ON s.location_id = l.id AND s.sku_id IN ({skus})
 ORDER BY l.id
 """
+# Ids drawn up front let the whole order be written in one statement (see place_order).
+_NEXT_IDS = "ARRAY[nextval(pg_get_serial_sequence('orders', 'id')), nextval(pg_get_serial_sequence('fulfilments', 'id'))]"
+_MORE_FULFILMENT_IDS = (
+    "SELECT nextval(pg_get_serial_sequence('fulfilments', 'id')) FROM generate_series(1, ?)"
+)
 
 
-@lru_cache(maxsize=64)
-def _candidates_sql(skus: int) -> str:
-    return _CANDIDATES.format(skus=", ".join("?" * skus))
+@lru_cache(maxsize=256)
+def _candidates_sql(skus: int, sqlite_: bool, ids: bool) -> str:
+    return _CANDIDATES.format(
+        skus=", ".join("?" * skus),
+        materialized="" if sqlite_ else "MATERIALIZED",
+        ids=_NEXT_IDS if ids and not sqlite_ else "NULL",
+    )
 
 
-def load_candidates(session: Session, ctx: Context, now: datetime) -> list[routing.Candidate]:
-    """Every location with what it can offer this order now: stock net of reservations and safety."""
+def load_candidates(
+    session: Session, ctx: Context, now: datetime, placing: PlaceOrder | None = None
+) -> list[routing.Candidate]:
+    """Every location with what it can offer this order now: stock net of reservations and safety.
+
+    When placing, the same read finds an order already placed under the command's key and
+    (PostgreSQL) draws the ids the new order will be written with.
+    """
     utc_day = now.date()
     days = (utc_day - timedelta(days=1), utc_day, utc_day + timedelta(days=1))
     sku_ids = list(ctx.sku_ids.values())
     raw = Raw.of(session)
-    rows = raw.execute(_candidates_sql(len(sku_ids)), [ctx.channel_id, *days, days[0], days[2], *sku_ids])
+    key = placing.idempotency_key if placing else None
+    external_id = placing.external_id if placing else None
+    rows = raw.execute(
+        _candidates_sql(len(sku_ids), raw.sqlite, placing is not None),
+        [key, ctx.channel_id, external_id, ctx.channel_id, *days, days[0], days[2], *sku_ids],
+    )
+    if rows:
+        ids, prior = rows[0][-2], rows[0][-1]
+        ctx.ids = (int(ids[0]), int(ids[1])) if ids else None
+        if prior:
+            prior_id, prior_hash = str(prior).split(" ", 1)
+            ctx.prior = (int(prior_id), prior_hash)
     code_of = {v: k for k, v in ctx.sku_ids.items()}
     info: dict[int, dict[str, Any]] = {}
     for (lid, code, lat, lon, prio, active, ships, pickup, cap, tz, dsafe, serves, u0, u1, u2,
-         sku_id, on_hand, reserved, override) in rows:  # fmt: skip
+         sku_id, on_hand, reserved, override, _ids, _prior) in rows:  # fmt: skip
         entry = info.get(lid)
         if entry is None:
             used = 0
@@ -348,14 +384,14 @@ def _validate(cmd: PlaceOrder) -> None:
 
 
 def decide(
-    session: Session, cmd: PlaceOrder, policy: Policy, now: datetime
+    session: Session, cmd: PlaceOrder, policy: Policy, now: datetime, *, placing: bool = False
 ) -> tuple[Context, routing.RoutingDecision, tuple[float | None, float | None]]:
     """Route an order against fresh stock; writes nothing."""
     _validate(cmd)
     channel_id, kind = _channel(session, cmd.channel)
     ctx = Context(channel_id, kind == "online", _sku_ids(session, [s for s, _ in cmd.lines]))
     point = place_point(session, cmd.delivery) if cmd.delivery.type == "ship" else (None, None)
-    candidates = load_candidates(session, ctx, now)
+    candidates = load_candidates(session, ctx, now, cmd if placing else None)
     if cmd.delivery.type == "pickup" and cmd.delivery.location not in ctx.locations:
         raise InvalidInput(
             "unknown pickup store",
@@ -486,26 +522,6 @@ class Placed:
     replayed: bool
 
 
-_EXISTING = text("""
-SELECT id, request_hash FROM orders
-WHERE idempotency_key = :key OR (channel_id = :channel_id AND external_id = :external_id)
-LIMIT 1
-""")
-
-
-def _existing(session: Session, cmd: PlaceOrder, channel_id: int) -> tuple[int, str] | None:
-    if not cmd.idempotency_key and not cmd.external_id:
-        return None
-    row = (
-        session.connection()
-        .execute(
-            _EXISTING, {"key": cmd.idempotency_key, "channel_id": channel_id, "external_id": cmd.external_id}
-        )
-        .first()
-    )
-    return (int(row[0]), str(row[1])) if row else None
-
-
 ORDER_COLUMNS = (
     "external_id", "idempotency_key", "request_hash", "channel_id", "customer_ref", "status",
     "delivery_type", "ship_lat", "ship_lon", "ship_postcode", "pickup_location_id", "allow_split",
@@ -519,10 +535,7 @@ FULFILMENT_COLUMNS = (
 )  # fmt: skip
 
 
-def _replay(session: Session, cmd: PlaceOrder, channel_id: int, fingerprint: str) -> Placed:
-    prior = _existing(session, cmd, channel_id)
-    if prior is None:
-        raise Retry("idempotency key held by a transaction that rolled back")
+def _replay(session: Session, prior: tuple[int, str], fingerprint: str) -> Placed:
     prior_id, prior_hash = prior
     if prior_hash != fingerprint:
         raise IdempotencyConflict(
@@ -531,18 +544,37 @@ def _replay(session: Session, cmd: PlaceOrder, channel_id: int, fingerprint: str
     return Placed(get_order(session, prior_id), replayed=True)
 
 
+_IDEMPOTENCY_CONSTRAINTS = ("uq_orders_idempotency_key", "uq_orders_channel_id_external_id")
+
+
+def _idempotency_clash(error: exc.IntegrityError) -> bool:
+    """The order insert met another order with the same key (placed concurrently)."""
+    name = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
+    if name is not None:
+        return name in _IDEMPOTENCY_CONSTRAINTS
+    text = str(error.orig)  # SQLite names the columns instead
+    return "orders.idempotency_key" in text or "orders.channel_id, orders.external_id" in text
+
+
 def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datetime | None = None) -> Placed:
     """Route and reserve an order in one transaction; the same key returns the same order."""
-    now = now or utcnow()
+    try:
+        return _place(session, cmd, policy, now or utcnow())
+    except exc.IntegrityError as error:
+        if _idempotency_clash(error):
+            # Another request with this key committed while we routed: run again, and the
+            # read at the start finds its order and answers with it.
+            raise Retry("an order with this key was placed concurrently") from error
+        raise
+
+
+def _place(session: Session, cmd: PlaceOrder, policy: Policy, now: datetime) -> Placed:
     fingerprint = cmd.fingerprint()
-    ctx, decision, point = decide(session, cmd, policy, now)
+    ctx, decision, point = decide(session, cmd, policy, now, placing=True)
+    if ctx.prior is not None:
+        # Also when stock has run out since: a replay gets the order that took the last units.
+        return _replay(session, ctx.prior, fingerprint)
     if decision.status == "refused":
-        # A replay of an order that took the last units must still get that order back.
-        if cmd.idempotency_key or cmd.external_id:
-            try:
-                return _replay(session, cmd, ctx.channel_id, fingerprint)
-            except Retry:
-                pass
         _refuse(decision)
 
     loc_id = {code: loc.id for code, loc in ctx.locations.items()}
@@ -557,27 +589,40 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
         status = "backordered"
     routing_out = explain(decision)
     raw = Raw.of(session)
-    # ON CONFLICT: the key (or the storefront's order id) is taken, so this is a replay.
-    inserted = raw.insert("orders", ORDER_COLUMNS, [(
+    order_row = (
         cmd.external_id, cmd.idempotency_key, fingerprint, ctx.channel_id, cmd.customer_ref, status,
         cmd.delivery.type, point[0], point[1], cmd.delivery.postcode, loc_id.get(cmd.delivery.location or ""),
         cmd.allow_split, cmd.allow_partial, routing_out, now, now,
-    )], "ON CONFLICT DO NOTHING RETURNING id")  # fmt: skip
-    if not inserted:
-        # Nothing is reserved yet, and the insert waited for the other transaction, so its
-        # order is visible now.
-        return _replay(session, cmd, ctx.channel_id, fingerprint)
-    order_id = int(inserted[0][0])
+    )  # fmt: skip
     ordered = sorted(decision.allocations, key=lambda a: (a.type != "pickup", a.location))
-    fid_of = {
-        (loc, type_): int(fid)
-        for fid, loc, type_ in raw.insert("fulfilments", FULFILMENT_COLUMNS, [
-            (order_id, loc_id[a.location], a.type, Status.ALLOCATED.value, loc_id.get(a.to_location or ""),
-             None, False, now, now) for a in ordered
-        ], "RETURNING id, location_id, type")
-    }  # fmt: skip
-    # An order has at most one fulfilment per (location, type), so that names each row returned.
-    fids = [fid_of[(loc_id[a.location], a.type)] for a in ordered]
+
+    def fulfilment_row(a: routing.Allocation, order_id: int, pickup_fid: int | None) -> tuple[Any, ...]:
+        feeds = pickup_fid if a.type == "transfer" else None
+        return (order_id, loc_id[a.location], a.type, Status.ALLOCATED.value, loc_id.get(a.to_location or ""),
+                feeds, False, now, now)  # fmt: skip
+
+    head: list[tuple[str, Sequence[str], Sequence[Sequence[Any]]]] = []
+    if ctx.ids is not None:
+        # PostgreSQL: ids were drawn with the candidates, so the order and its fulfilments are
+        # written in the same single statement as everything else below.
+        order_id, first_fid = ctx.ids
+        fids = [first_fid][: len(ordered)]
+        if len(ordered) > 1:
+            fids += [int(r[0]) for r in raw.execute(_MORE_FULFILMENT_IDS, [len(ordered) - 1])]
+        pickup_fid = fids[0] if ordered and ordered[0].type == "pickup" else None
+        head = [
+            ("orders", ("id", *ORDER_COLUMNS), [(order_id, *order_row)]),
+            ("fulfilments", ("id", *FULFILMENT_COLUMNS),
+             [(fid, *fulfilment_row(a, order_id, pickup_fid)) for a, fid in zip(ordered, fids, strict=True)]),
+        ]  # fmt: skip
+    else:
+        order_id = int(raw.insert("orders", ORDER_COLUMNS, [order_row], "RETURNING id")[0][0])
+        fids, pickup_fid = [], None
+        for a in ordered:  # pickup first, so its transfers can name it
+            fids.append(int(raw.insert("fulfilments", FULFILMENT_COLUMNS, [fulfilment_row(a, order_id, pickup_fid)],
+                                       "RETURNING id")[0][0]))  # fmt: skip
+            if a.type == "pickup":
+                pickup_fid = fids[-1]
     line_rows: list[tuple[int, int, int, int, int, int, int]] = []
     legs: list[Leg] = []
     for alloc, fid in zip(ordered, fids, strict=True):
@@ -606,21 +651,18 @@ def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datet
         evs.append({"type": "fulfilment.allocated", "order_id": order_id, "fulfilment_id": fid,
                     "payload": {"order_id": order_id, "fulfilment_id": fid, "location": alloc.location,
                                 "type": alloc.type, "lines": [{"sku": ln.sku, "qty": ln.qty} for ln in alloc.lines]}})  # fmt: skip
-    pickup_fid = next((fid for a, fid in zip(ordered, fids, strict=True) if a.type == "pickup"), None)
-    # The rest of the order goes in one round trip: on PostgreSQL its rows and the reservation
-    # are one statement. Reserving comes last: the row locks it takes are held until commit, so
-    # nothing should follow it. Any shortfall (stock or a day's capacity) raises, and the unit of
-    # work rolls all of it back.
+    # The rest of the order goes in one round trip: on PostgreSQL all its rows and the
+    # reservation are one statement. Reserving comes last: the row locks it takes are held until
+    # commit, so nothing should follow it. Any shortfall (stock or a day's capacity) raises, and
+    # the unit of work rolls all of it back.
     inserts = [
+        *head,
         ("order_lines", ORDER_LINE_COLUMNS, [(order_id, i + 1, ctx.sku_ids[s], q, backordered.get(s, 0), 0, 0)
                                              for i, (s, q) in enumerate(cmd.lines)]),
         ("fulfilment_lines", FULFILMENT_LINE_COLUMNS, line_rows),
         ("movements", MOVEMENT_COLUMNS, movement_rows(legs, now)),
         ("outbox_events", events.OUTBOX_COLUMNS, events.outbox_rows(evs, now)),
     ]  # fmt: skip
-    if pickup_fid is not None and any(a.type == "transfer" for a in ordered):
-        raw.execute("UPDATE fulfilments SET feeds_fulfilment_id = ? WHERE order_id = ? AND type = 'transfer'",
-                    [pickup_fid, order_id])  # fmt: skip
     take_capacity(session, ctx, [loc_id[a.location] for a in decision.allocations if a.type == "ship"])
     if wanted:
         after = reserve(session, ctx, wanted, now, inserts)
