@@ -6,6 +6,12 @@ DATABASE_URL = "sqlite:///{instance}/omnistock.db"
 DATABASE_POOL_SIZE = 10
 DATABASE_MAX_OVERFLOW = 10
 DATABASE_ECHO = False
+# No ping per connection checkout (a round trip per request): a connection the server dropped
+# fails its first statement, is discarded, and the unit of work runs again on a fresh one
+# (never after a failed COMMIT). Turn the ping on for networks that silently drop idle TCP.
+DATABASE_POOL_PRE_PING = False
+# Replace pooled connections older than this (seconds).
+DATABASE_POOL_RECYCLE_S = 1800
 # Seconds a SQLite writer waits for the file lock before giving up.
 SQLITE_BUSY_TIMEOUT_S = 30
 
