@@ -145,29 +145,7 @@ def insert_movements(
     if not ids:
         Raw.of(session).insert("movements", MOVEMENT_COLUMNS, movement_rows(legs, now))
         return []
-    rows = [
-        {
-            "kind": str(leg.kind),
-            "sku_id": leg.sku_id,
-            "location_id": leg.location_id,
-            "qty": leg.qty,
-            "on_hand_delta": leg.deltas.on_hand,
-            "reserved_delta": leg.deltas.reserved,
-            "incoming_delta": leg.deltas.incoming,
-            "reason": leg.reason,
-            "source": leg.source,
-            "external_ref": leg.external_ref,
-            "leg": leg.leg,
-            "occurred_at": leg.occurred_at or now,
-            "recorded_at": now,
-            "order_id": leg.order_id,
-            "fulfilment_id": leg.fulfilment_id,
-            "sync_run_id": leg.sync_run_id,
-            "api_key_id": leg.api_key_id,
-            "note": leg.note,
-        }
-        for leg in legs
-    ]
+    rows = [dict(zip(MOVEMENT_COLUMNS, row, strict=True)) for row in movement_rows(legs, now)]
     return list(session.connection().execute(_INSERT_MOVEMENTS, rows).scalars())
 
 

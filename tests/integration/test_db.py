@@ -26,7 +26,7 @@ def _ids(app: Flask) -> tuple[int, int]:
 
 
 def test_raw_rows_read_back_through_the_orm_unchanged(app: Flask) -> None:
-    sku, loc = _ids(app)
+    _, loc = _ids(app)
     when = datetime(2026, 11, 24, 7, 30, 15, 123456, tzinfo=UTC)
     with unit_of_work(app.extensions["session_factory"]) as s:
         raw = Raw.of(s)
@@ -45,7 +45,6 @@ def test_raw_rows_read_back_through_the_orm_unchanged(app: Flask) -> None:
         assert event.created_at == when
         usage = s.scalars(select(LocationDayUsage)).one()
         assert (usage.day, usage.used) == (date(2026, 11, 24), 4)
-    assert sku
 
 
 def test_a_raw_insert_larger_than_one_statement_allows_is_split_and_complete(app: Flask) -> None:
@@ -109,7 +108,7 @@ def test_raw_sql_numbers_placeholders_for_postgresql_and_leaves_the_rest() -> No
 
 
 def test_raw_driver_errors_surface_as_sqlalchemy_errors_and_roll_back(app: Flask) -> None:
-    sku, loc = _ids(app)
+    _, loc = _ids(app)
     day = date(2026, 11, 24)
     factory = app.extensions["session_factory"]
 
@@ -122,11 +121,10 @@ def test_raw_driver_errors_surface_as_sqlalchemy_errors_and_roll_back(app: Flask
         transaction(factory, twice)
     with read_only(factory) as s:
         assert s.scalars(select(LocationDayUsage)).all() == []
-    assert sku
 
 
 def test_inserts_run_together_with_a_final_statement_all_or_nothing(app: Flask) -> None:
-    sku, loc = _ids(app)
+    _, loc = _ids(app)
     factory = app.extensions["session_factory"]
     now = datetime.now(UTC)
     usage = (
@@ -150,4 +148,3 @@ def test_inserts_run_together_with_a_final_statement_all_or_nothing(app: Flask) 
         transaction(factory, clash)
     with read_only(factory) as s:
         assert len(s.scalars(select(OutboxEvent)).all()) == 1
-    assert sku
