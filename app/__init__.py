@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
+import orjson
+from flask import Response
 from flask.json.provider import DefaultJSONProvider
 from flask_openapi3 import Info, OpenAPI
 
@@ -15,16 +17,34 @@ from app.settings import ensure_secret_key, load_config
 __version__ = "0.1.0"
 
 
+def _json_default(o: Any) -> Any:
+    if isinstance(o, Decimal):
+        return str(o)
+    return DefaultJSONProvider.default(o)
+
+
 class IsoJSONProvider(DefaultJSONProvider):
-    """Timestamps as ISO 8601 (Flask's default is RFC 822); keys in the order written."""
+    """Timestamps and dates as ISO 8601 (Flask's default is RFC 822); keys in the order written.
+
+    orjson instead of the json module: encoding answers was about 8% of a worker's CPU per order.
+    """
 
     sort_keys = False
 
-    @staticmethod
-    def default(o: Any) -> Any:
-        if isinstance(o, datetime):
-            return o.isoformat()
-        return DefaultJSONProvider.default(o)
+    def _encode(self, obj: Any, pretty: bool) -> bytes:
+        option = orjson.OPT_NON_STR_KEYS | (orjson.OPT_INDENT_2 if pretty else 0)
+        return orjson.dumps(obj, default=_json_default, option=option)
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        return self._encode(obj, pretty=kwargs.get("indent") is not None).decode()
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return orjson.loads(s)
+
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        obj = self._prepare_response_obj(args, kwargs)
+        pretty = self.compact is False or (self.compact is None and self._app.debug)
+        return Response(self._encode(obj, pretty) + b"\n", mimetype=self.mimetype)
 
 
 class OmnistockAPI(OpenAPI):
