@@ -39,8 +39,8 @@ TITLES = {
 }
 
 
-def problem(status: int, code: str, detail: str | None = None, **extra: Any) -> Response:
-    """Build an RFC 9457 problem response."""
+def problem(status: int, code: str, detail: str | None = None, /, **extra: Any) -> Response:
+    """Build an RFC 9457 problem response; extra members never replace the standard ones."""
     body: dict[str, Any] = {
         "type": PROBLEM_TYPE + code,
         "title": TITLES.get(status, "Error"),
@@ -50,7 +50,7 @@ def problem(status: int, code: str, detail: str | None = None, **extra: Any) -> 
         "instance": request.path if request else None,
         "request_id": g.get("request_id"),
     }
-    body.update({k: v for k, v in extra.items() if v is not None})
+    body.update({k: v for k, v in extra.items() if v is not None and k not in body})
     response = Response(json.dumps(body), status=status, mimetype="application/problem+json")
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="omnistock"'

@@ -5,13 +5,27 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+    model_validator,
+)
 
 from app.domain.ledger import ADJUSTMENT_REASONS
 
 Code = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")]
 Latitude = Annotated[float, Field(ge=-90, le=90)]
 Longitude = Annotated[float, Field(ge=-180, le=180)]
+# JSON bodies take numbers and booleans as JSON numbers and booleans: "2" or true for a quantity
+# is a client bug to name, not to guess at. Query strings stay lax (they are text by nature).
+BodyLatitude = Annotated[StrictFloat, Field(ge=-90, le=90)]
+BodyLongitude = Annotated[StrictFloat, Field(ge=-180, le=180)]
 
 
 class Strict(BaseModel):
@@ -42,18 +56,18 @@ class Problem(BaseModel):
 class LocationFields(Strict):
     name: str | None = Field(None, min_length=1, max_length=200)
     kind: Literal["store", "warehouse"] | None = None
-    lat: Latitude | None = None
-    lon: Longitude | None = None
+    lat: BodyLatitude | None = None
+    lon: BodyLongitude | None = None
     postcode: str | None = Field(None, max_length=16)
     timezone: str | None = Field(None, max_length=64)
-    active: bool | None = None
-    ships: bool | None = None
-    pickup: bool | None = None
-    priority: int | None = Field(None, ge=0, le=1_000_000)
-    daily_capacity: int | None = Field(None, ge=0, description="Shipments per day; null = unlimited")
-    pick_minutes: int | None = Field(None, ge=0, le=7 * 24 * 60)
-    pickup_hold_hours: int | None = Field(None, ge=1, le=24 * 60)
-    default_safety_stock: int | None = Field(None, ge=0)
+    active: StrictBool | None = None
+    ships: StrictBool | None = None
+    pickup: StrictBool | None = None
+    priority: StrictInt | None = Field(None, ge=0, le=1_000_000)
+    daily_capacity: StrictInt | None = Field(None, ge=0, description="Shipments per day; null = unlimited")
+    pick_minutes: StrictInt | None = Field(None, ge=0, le=7 * 24 * 60)
+    pickup_hold_hours: StrictInt | None = Field(None, ge=1, le=24 * 60)
+    default_safety_stock: StrictInt | None = Field(None, ge=0)
     channels: list[Code] | None = Field(None, description="Channels this location serves")
 
     @model_validator(mode="after")
@@ -109,7 +123,7 @@ class SkuIn(Strict):
     code: Code
     name: str = Field(min_length=1, max_length=300)
     barcode: str | None = Field(None, min_length=1, max_length=64)
-    active: bool = True
+    active: StrictBool = True
 
 
 class SkuBulk(Strict):
@@ -129,7 +143,7 @@ class SkuBulk(Strict):
 class SkuUpdate(Strict):
     name: str | None = Field(None, min_length=1, max_length=300)
     barcode: str | None = Field(None, min_length=1, max_length=64)
-    active: bool | None = None
+    active: StrictBool | None = None
 
 
 class SkuOut(BaseModel):
@@ -191,14 +205,14 @@ class MovementIn(Strict):
     )
     sku: Code
     location: Code
-    qty: int = Field(ge=-1_000_000, le=1_000_000)
+    qty: StrictInt = Field(ge=-1_000_000, le=1_000_000)
     to_location: Code | None = Field(None, description="transfer: the receiving location")
     source: str = Field("api", min_length=1, max_length=64)
     external_ref: str | None = Field(
         None, min_length=1, max_length=200, description="Unique per source: replays count once"
     )
     reason: str | None = Field(None, max_length=64)
-    resellable: bool = True
+    resellable: StrictBool = True
     occurred_at: datetime | None = None
     note: str | None = Field(None, max_length=500)
 
@@ -317,7 +331,7 @@ class LevelPage(BaseModel):
 
 
 class SafetyStockIn(Strict):
-    safety_stock: int | None = Field(ge=0, description="null = the location's default")
+    safety_stock: StrictInt | None = Field(ge=0, description="null = the location's default")
 
 
 class LevelPath(BaseModel):
@@ -381,13 +395,13 @@ class Health(BaseModel):
 # ---------------------------------------------------------------- orders
 class OrderLineIn(Strict):
     sku: Code
-    qty: int = Field(ge=1, le=10_000)
+    qty: StrictInt = Field(ge=1, le=10_000)
 
 
 class ShipDelivery(Strict):
     type: Literal["ship"]
-    lat: Latitude | None = None
-    lon: Longitude | None = None
+    lat: BodyLatitude | None = None
+    lon: BodyLongitude | None = None
     postcode: str | None = Field(None, min_length=2, max_length=16)
 
     @model_validator(mode="after")
@@ -412,8 +426,8 @@ class OrderIn(Strict):
     customer_ref: str | None = Field(None, min_length=1, max_length=200)
     lines: list[OrderLineIn] = Field(min_length=1, max_length=200)
     delivery: ShipDelivery | PickupDelivery = Field(discriminator="type")
-    allow_split: bool = True
-    allow_partial: bool = False
+    allow_split: StrictBool = True
+    allow_partial: StrictBool = False
 
 
 class LineQty(BaseModel):
@@ -495,15 +509,18 @@ class OrderPath(BaseModel):
     id: int
 
 
-class OrderQuery(Strict):
-    status: str | None = None
-    location: str | None = None
+class CustomerOrderQuery(Strict):
+    status: Literal["allocated", "partially_allocated", "backordered", "completed", "cancelled"] | None = None
+    location: str | None = Field(None, description="Orders with a fulfilment at this location")
     channel: str | None = None
-    customer_ref: str | None = None
-    created_from: datetime | None = None
-    created_to: datetime | None = None
-    cursor: str | None = None
+    created_from: AwareDatetime | None = Field(None, description="Created at or after (with a time zone)")
+    created_to: AwareDatetime | None = Field(None, description="Created before (exclusive, with a time zone)")
+    cursor: str | None = Field(None, description="next_cursor of the previous page")
     limit: int | None = Field(None, ge=1, le=1000)
+
+
+class OrderQuery(CustomerOrderQuery):
+    customer_ref: str | None = None
 
 
 class OrderPage(BaseModel):
@@ -516,13 +533,15 @@ class CustomerPath(BaseModel):
 
 
 class CancelIn(Strict):
-    lines: list[OrderLineIn] | None = Field(None, description="Omit to cancel everything still open")
+    lines: list[OrderLineIn] | None = Field(
+        None, min_length=1, max_length=200, description="Omit to cancel everything still open"
+    )
 
 
 class ReturnLineIn(Strict):
     sku: Code
-    qty: int = Field(ge=1, le=10_000)
-    resellable: bool = True
+    qty: StrictInt = Field(ge=1, le=10_000)
+    resellable: StrictBool = True
 
 
 class ReturnIn(Strict):
@@ -545,7 +564,7 @@ class WebhookIn(Strict):
 class WebhookUpdate(Strict):
     url: str | None = Field(None, pattern=r"^https?://", max_length=2000)
     event_types: list[str] | None = Field(None, min_length=1)
-    active: bool | None = None
+    active: StrictBool | None = None
 
 
 class WebhookOut(BaseModel):

@@ -24,6 +24,7 @@ from app.routes.common import (
 )
 from app.schemas import (
     CancelIn,
+    CustomerOrderQuery,
     CustomerPath,
     FulfilmentOut,
     FulfilmentPath,
@@ -116,25 +117,28 @@ def _check_staff_scope(order: dict[str, Any]) -> None:
 @roles("storefront", "ops", "staff")
 def list_orders(query: OrderQuery) -> ApiResult:
     """Orders newest first, filtered by status, location, channel, customer and dates; keyset-paged."""
-    limit = page_limit(query.limit)
-    flt = orders.OrderFilter(
-        status=query.status, location=query.location, channel=query.channel,
-        customer_ref=query.customer_ref, created_from=query.created_from,
-        created_to=query.created_to, allowed_locations=principal().scope(),
-    )  # fmt: skip
-    with read_only(session_factory()) as session:
-        items, nxt = orders.list_orders(session, flt, before_id=decode_cursor(query.cursor), limit=limit)
-    return {"items": items, "next_cursor": encode_cursor(nxt) if nxt else None}
+    return _order_page(query, query.customer_ref, principal().scope())
 
 
 @bp.get("/customers/<customer_ref>/orders", responses={200: OrderPage, **ERRORS})
 @roles("storefront", "ops")
-def customer_orders(path: CustomerPath, query: OrderQuery) -> ApiResult:
-    """One customer's orders from every channel, newest first."""
-    limit = page_limit(query.limit)
-    flt = orders.OrderFilter(customer_ref=path.customer_ref, status=query.status, channel=query.channel)
+def customer_orders(path: CustomerPath, query: CustomerOrderQuery) -> ApiResult:
+    """One customer's orders from every channel, newest first, with the same filters as /orders."""
+    return _order_page(query, path.customer_ref, None)
+
+
+def _order_page(
+    query: CustomerOrderQuery, customer_ref: str | None, scope: frozenset[int] | None
+) -> ApiResult:
+    flt = orders.OrderFilter(
+        status=query.status, location=query.location, channel=query.channel, customer_ref=customer_ref,
+        created_from=query.created_from, created_to=query.created_to, allowed_locations=scope,
+    )  # fmt: skip
+    before = decode_cursor(query.cursor)
+    if before is not None and (type(before) is not int or before < 1):
+        raise InvalidInput("bad cursor", [{"field": "cursor", "message": "not a cursor this API gave"}])
     with read_only(session_factory()) as session:
-        items, nxt = orders.list_orders(session, flt, before_id=decode_cursor(query.cursor), limit=limit)
+        items, nxt = orders.list_orders(session, flt, before_id=before, limit=page_limit(query.limit))
     return {"items": items, "next_cursor": encode_cursor(nxt) if nxt else None}
 
 

@@ -877,10 +877,26 @@ def transition(
     f = _fulfilment(session, fid)
     _check_scope(f, scope)
     lifecycle.check_transition(f.type, f.status, target)
+    if target is Status.CANCELLED and f.type == "transfer" and f.feeds_fulfilment_id is not None:
+        fed = session.get(Fulfilment, f.feeds_fulfilment_id)
+        if fed is not None and lifecycle.is_open(fed.status):
+            # Cancelling only the transfer would leave the pickup waiting for units that never come.
+            raise lifecycle.InvalidTransition(
+                "this transfer feeds an open pickup: cancel the order's lines or the pickup instead",
+                pickup_fulfilment_id=fed.id,
+            )
     lines = _lines(session, fid)
     legs: list[Leg] = []
     evs: list[dict[str, Any]] = []
-    if target is Status.SHIPPED:
+    if target is Status.READY_FOR_PICKUP and any(ln.awaiting for ln in lines):
+        waiting = {ln.sku_id: ln.awaiting for ln in lines if ln.awaiting}
+        names = dict(session.execute(select(Sku.id, Sku.code).where(Sku.id.in_(waiting))).tuples().all())
+        raise lifecycle.InvalidTransition(
+            "this pickup still waits for transferred units",
+            awaiting=[{"sku": names[i], "qty": q} for i, q in sorted(waiting.items())],
+        )
+    if target in (Status.SHIPPED, Status.COLLECTED):
+        # Both hand the goods over: the reservation becomes a fulfilment (or transfer-out) movement.
         kind = Kind.TRANSFER_OUT if f.type == "transfer" else Kind.FULFILMENT
         for ln in lines:
             if ln.reserved:
@@ -891,6 +907,8 @@ def transition(
     elif target is Status.RECEIVED:
         legs += _receive_transfer(session, f, lines)
     elif target in (Status.CANCELLED, Status.EXPIRED):
+        if target is Status.CANCELLED:
+            _count_cancelled(session, f, lines)
         legs += _release(session, f, lines, now)
     f.status = target.value
     f.updated_at = now
@@ -898,7 +916,10 @@ def transition(
     evs.append(_event(f, f"fulfilment.{target.value}"))
     events.emit(session, evs, now)
     session.flush()
-    refresh_order_status(session, f.order_id, now)
+    before = session.scalar(select(Order.status).where(Order.id == f.order_id))
+    if refresh_order_status(session, f.order_id, now) == "cancelled" and before != "cancelled":
+        events.emit(session, [{"type": "order.cancelled", "order_id": f.order_id,
+                               "payload": {"order_id": f.order_id, "fulfilment_id": f.id}}], now)  # fmt: skip
     locs = dict(session.execute(select(Location.id, Location.code)).tuples().all())
     codes = dict(
         session.execute(select(Sku.id, Sku.code).where(Sku.id.in_([ln.sku_id for ln in lines])))
@@ -906,6 +927,21 @@ def transition(
         .all()
     )
     return fulfilment_out(f, locs, [_fline_out(ln, codes[ln.sku_id]) for ln in lines])
+
+
+def _count_cancelled(session: Session, f: Fulfilment, lines: list[FulfilmentLine]) -> None:
+    """Units a cancelled pickup or shipment still held count as cancelled on the order's lines."""
+    if f.type == "transfer":
+        return  # a transfer's units belong to the pickup it feeds, which counts them
+    held = {ln.sku_id: ln.reserved + ln.awaiting for ln in lines if ln.reserved + ln.awaiting}
+    if not held:
+        return
+    for ol in session.scalars(
+        select(OrderLine)
+        .where(OrderLine.order_id == f.order_id, OrderLine.sku_id.in_(held))
+        .with_for_update()
+    ):
+        ol.cancelled += held[ol.sku_id]
 
 
 def _check_scope(f: Fulfilment, scope: frozenset[int] | None) -> None:
@@ -993,10 +1029,14 @@ def cancel_order(
         if not any(lifecycle.is_open(f.status) for f in fuls) and not any(
             ln.backordered for ln in order_lines.values()
         ):
-            raise lifecycle.InvalidTransition("nothing left to cancel in this order", status=order.status)
+            raise lifecycle.InvalidTransition(
+                "nothing left to cancel in this order", order_status=order.status
+            )
         for f in fuls:
             if lifecycle.is_open(f.status) and f.type != "transfer":
-                legs += _release(session, f, _lines(session, f.id), now)
+                f_lines = _lines(session, f.id)
+                _count_cancelled(session, f, f_lines)
+                legs += _release(session, f, f_lines, now)
                 f.status, f.updated_at = Status.CANCELLED.value, now
                 evs.append(_event(f, "fulfilment.cancelled"))
         for ln in order_lines.values():
@@ -1153,6 +1193,11 @@ def handle_shortages(
             moved_to = _reroute(session, f, fl, qty, policy, now) if f.type != "transfer" else None
             if moved_to is None:
                 f.at_risk = True
+                if f.type == "transfer" and f.feeds_fulfilment_id is not None:
+                    # The pickup this transfer feeds will not be complete on time either.
+                    fed = session.get(Fulfilment, f.feeds_fulfilment_id, with_for_update=True)
+                    if fed is not None and lifecycle.is_open(fed.status):
+                        fed.at_risk = True
             report.append({"fulfilment_id": f.id, "order_id": f.order_id, "sku_id": sku_id, "qty": qty,
                            "rerouted_to": moved_to})  # fmt: skip
             events.emit(session, [_event(f, "fulfilment.shortage", qty=qty, rerouted_to=moved_to,
@@ -1199,9 +1244,15 @@ def _reroute(
         return None
     target = sources[0]
     target_id = ctx.locations[target.location].id
+    new_type = "transfer" if f.type == "pickup" else "ship"
+    existing = session.scalars(select(Fulfilment).where(
+        Fulfilment.order_id == f.order_id, Fulfilment.location_id == target_id, Fulfilment.type == new_type,
+        Fulfilment.status == "allocated")).first()  # fmt: skip
     try:
         with session.begin_nested():
             reserve(session, ctx, {(fl.sku_id, target_id): qty}, now)
+            if new_type == "ship" and existing is None:
+                take_capacity(session, ctx, [target_id])  # a new shipment counts against the day
     except LostRace:
         return None
     legs = [Leg(Kind.RELEASE, fl.sku_id, f.location_id, qty, Deltas(reserved=-qty), order_id=f.order_id,
@@ -1210,13 +1261,10 @@ def _reroute(
     if f.type == "pickup":
         # The pickup still happens here; the units now come by transfer.
         fl.awaiting += qty
-        new_type, to_loc = "transfer", f.location_id
+        to_loc: int | None = f.location_id
     else:
         fl.cancelled += qty
-        new_type, to_loc = "ship", None
-    existing = session.scalars(select(Fulfilment).where(
-        Fulfilment.order_id == f.order_id, Fulfilment.location_id == target_id, Fulfilment.type == new_type,
-        Fulfilment.status == "allocated")).first()  # fmt: skip
+        to_loc = None
     if existing is None:
         existing = Fulfilment(order_id=f.order_id, location_id=target_id, type=new_type, status="allocated",
                               to_location_id=to_loc, feeds_fulfilment_id=f.id if new_type == "transfer" else None,
@@ -1246,8 +1294,10 @@ def _reroute(
         legs.append(Leg(Kind.TRANSFER_EXPECTED, fl.sku_id, f.location_id, qty, Deltas(incoming=qty),
                         order_id=f.order_id, fulfilment_id=existing.id, reason="shortage"))  # fmt: skip
     # The new location's reserved was already raised by reserve(): record that leg without applying it again.
-    record(session, [leg for leg in legs if leg.kind is not Kind.RESERVATION], now)
+    changed = record(session, [leg for leg in legs if leg.kind is not Kind.RESERVATION], now)
     insert_movements(session, [leg for leg in legs if leg.kind is Kind.RESERVATION], now)
+    changed[(fl.sku_id, target_id)] = changed.get((fl.sku_id, target_id), Deltas()) + Deltas(reserved=qty)
+    events.stock_transitions(session, changed, now)
     if all(x.reserved == 0 and x.awaiting == 0 for x in _lines(session, f.id)) and f.type == "ship":
         f.status, f.updated_at = Status.CANCELLED.value, now
     events.emit(session, [{"type": "fulfilment.allocated", "order_id": f.order_id, "fulfilment_id": existing.id,

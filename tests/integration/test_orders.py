@@ -375,3 +375,135 @@ def test_an_overlong_idempotency_key_is_refused_and_the_header_is_documented(
     assert (r.status_code, r.json["errors"][0]["field"]) == (422, "Idempotency-Key")
     params = client.get("/api/openapi.json").json["paths"]["/api/v1/orders"]["post"]["parameters"]
     assert {"name": "Idempotency-Key", "in": "header"}.items() <= params[0].items()
+
+
+def test_cancelling_counts_on_the_order_lines_and_a_cancelled_fulfilment_cancels_the_order(
+    app: Flask, ops: Api, storefront: Api, shop: None
+) -> None:
+    o = order(storefront, [("TEE", 5), ("MUG", 2)]).json
+    whole = storefront.post(f"/api/v1/orders/{o['id']}/cancel", {}).json
+    assert {(ln["sku"], ln["cancelled"]) for ln in whole["lines"]} == {("TEE", 5), ("MUG", 2)}
+    o2 = order(storefront, [("MUG", 2)]).json
+    fid = o2["fulfilments"][0]["id"]
+    assert ops.post(f"/api/v1/fulfilments/{fid}/cancel").status_code == 200
+    after = storefront.get(f"/api/v1/orders/{o2['id']}").json
+    assert (after["status"], after["lines"][0]["cancelled"]) == ("cancelled", 2)
+    cancelled = [e for e in ops.get("/api/v1/events").json["items"] if e["type"] == "order.cancelled"]
+    assert {e["payload"]["order_id"] for e in cancelled} == {o["id"], o2["id"]}
+    verify(app)
+
+
+def test_cancel_refuses_an_empty_line_list_and_an_order_with_nothing_left(
+    app: Flask, storefront: Api, shop: None
+) -> None:
+    o = order(storefront, [("TEE", 1)]).json
+    empty = storefront.post(f"/api/v1/orders/{o['id']}/cancel", {"lines": []})
+    assert (empty.status_code, empty.json["errors"][0]["field"]) == (422, "lines")
+    assert avail(storefront, "TEE")["ST-A"] == 1  # still reserved
+    assert storefront.post(f"/api/v1/orders/{o['id']}/cancel", {}).status_code == 200
+    again = storefront.post(f"/api/v1/orders/{o['id']}/cancel", {})
+    assert (again.status_code, again.json["code"], again.json["status"]) == (409, "invalid_transition", 409)
+    assert again.json["order_status"] == "cancelled"
+
+
+def test_a_transfer_feeding_an_open_pickup_cannot_be_cancelled_alone(
+    app: Flask, ops: Api, storefront: Api, shop: None
+) -> None:
+    r = order(storefront, [("TEE", 2), ("MUG", 2)], {"type": "pickup", "location": "ST-A"})
+    fs = {f["type"]: f for f in r.json["fulfilments"]}
+    refused = ops.post(f"/api/v1/fulfilments/{fs['transfer']['id']}/cancel")
+    assert (refused.status_code, refused.json["pickup_fulfilment_id"]) == (409, fs["pickup"]["id"])
+    # Cancelling the pickup takes its transfer with it.
+    assert ops.post(f"/api/v1/fulfilments/{fs['pickup']['id']}/cancel").status_code == 200
+    assert ops.get(f"/api/v1/fulfilments/{fs['transfer']['id']}").json["status"] == "cancelled"
+    level = ops.get("/api/v1/stock/levels", query_string={"sku": "MUG", "location": "ST-A"}).json["items"]
+    assert level[0]["incoming"] == 0
+    verify(app)
+
+
+def test_numbers_and_booleans_must_be_json_numbers_and_booleans(storefront: Api, shop: None) -> None:
+    before = avail(storefront, "TEE")
+    for line, delivery, field in [
+        ({"sku": "TEE", "qty": "2"}, CENTRE, "lines[0].qty"),
+        ({"sku": "TEE", "qty": True}, CENTRE, "lines[0].qty"),
+        ({"sku": "TEE", "qty": 1}, {"type": "ship", "lat": "51.5", "lon": -0.1}, "delivery.ship.lat"),
+    ]:
+        r = storefront.post("/api/v1/orders", {"lines": [line], "delivery": delivery})
+        assert r.status_code == 422, r.json
+        assert field in [e["field"] for e in r.json["errors"]], r.json
+    r = storefront.post("/api/v1/orders", {"lines": [{"sku": "TEE", "qty": 1}], "delivery": CENTRE,
+                                           "allow_split": "yes"})  # fmt: skip
+    assert (r.status_code, r.json["errors"][0]["field"]) == (422, "allow_split")
+    assert avail(storefront, "TEE") == before
+
+
+def test_order_lists_validate_their_filters_and_customer_orders_take_them_all(
+    ops: Api, storefront: Api, shop: None
+) -> None:
+    order(storefront, [("TEE", 1)], customer_ref="carol")
+    order(storefront, [("CAP", 1)], customer_ref="carol")
+    for query, field in [
+        ({"created_from": "2026-11-24T09:00:00"}, "created_from"),
+        ({"created_to": "2026-11-24"}, "created_to"),
+        ({"status": "bogus"}, "status"),
+        ({"cursor": "eyJhIjoxfQ"}, "cursor"),  # {"a":1}: valid JSON, not an order cursor
+    ]:
+        r = ops.get("/api/v1/orders", query_string=query)
+        assert r.status_code == 422, (query, r.json)
+        assert r.json["errors"][0]["field"] == field
+    base = "/api/v1/customers/carol/orders"
+    assert len(storefront.get(base).json["items"]) == 2
+    assert len(storefront.get(base, query_string={"location": "ST-C"}).json["items"]) == 1
+    assert storefront.get(base, query_string={"created_to": "2020-01-01T00:00:00Z"}).json["items"] == []
+    assert len(storefront.get(base, query_string={"created_from": "2020-01-01T00:00:00Z"}).json["items"]) == 2
+    params = [p["name"] for p in ops.get("/api/openapi.json").json["paths"][
+        "/api/v1/customers/{customer_ref}/orders"]["get"]["parameters"]]  # fmt: skip
+    assert params.count("customer_ref") == 1
+
+
+def test_collecting_a_pickup_moves_the_ledger_and_ready_waits_for_transfers(
+    app: Flask, ops: Api, storefront: Api, shop: None
+) -> None:
+    from app.db import transaction
+    from app.domain.fulfilment import InvalidTransition, Status
+    from app.services import orders
+
+    factory = app.extensions["session_factory"]
+    r = order(storefront, [("TEE", 2), ("MUG", 1)], {"type": "pickup", "location": "ST-A"})
+    fs = {f["type"]: f for f in r.json["fulfilments"]}
+    pid = fs["pickup"]["id"]
+    transaction(factory, lambda s: orders.transition(s, pid, Status.PICKING))
+    with pytest.raises(InvalidTransition) as refused:
+        transaction(factory, lambda s: orders.transition(s, pid, Status.READY_FOR_PICKUP))
+    assert refused.value.details["awaiting"] == [{"sku": "MUG", "qty": 1}]
+    for step in ("pick", "ship", "receive"):
+        assert ops.post(f"/api/v1/fulfilments/{fs['transfer']['id']}/{step}").status_code == 200
+    transaction(factory, lambda s: orders.transition(s, pid, Status.READY_FOR_PICKUP))
+    done = transaction(factory, lambda s: orders.transition(s, pid, Status.COLLECTED))
+    assert {(ln["sku"], ln["reserved"], ln["done"]) for ln in done["lines"]} == {("TEE", 0, 2), ("MUG", 0, 1)}
+    for sku in ("TEE", "MUG"):
+        levels = ops.get("/api/v1/stock/levels", query_string={"sku": sku, "location": "ST-A"}).json
+        assert (levels["items"][0]["on_hand"], levels["items"][0]["reserved"]) == (0, 0)
+    moves = ops.get("/api/v1/stock/movements", query_string={"location": "ST-A", "kind": "fulfilment"}).json
+    assert sorted(m["qty"] for m in moves["items"]) == [1, 2]
+    assert storefront.get(f"/api/v1/orders/{r.json['id']}").json["status"] == "completed"
+    verify(app)
+
+
+def test_a_rerouted_shipment_takes_capacity_and_says_when_stock_runs_out(
+    app: Flask, ops: Api, storefront: Api, shop: None
+) -> None:
+    ops.patch("/api/v1/locations/WH", {"daily_capacity": 1})
+    o = order(storefront, [("TEE", 2)]).json
+    assert o["fulfilments"][0]["location"] == "ST-A"
+    ops.post("/api/v1/stock/movements", {"movements": [
+        {"kind": "count", "sku": "TEE", "location": "WH", "qty": 1, "source": "count", "external_ref": "c-1"}]})  # fmt: skip
+    r = ops.post("/api/v1/stock/movements", {"movements": [
+        {"kind": "sale", "sku": "TEE", "location": "ST-A", "qty": 1, "source": "pos", "external_ref": "till-9"}]})  # fmt: skip
+    assert r.json["shortages"][0]["rerouted_to"] == "WH"
+    events = ops.get("/api/v1/events", query_string={"type": "stock.out_of_stock"}).json["items"]
+    assert any(e["payload"]["sku"] == "TEE" and e["payload"]["location"] == "WH" for e in events), events
+    # WH shipped its one shipment of the day to this re-route: a new order cannot use it.
+    r2 = order(storefront, [("MUG", 1)])
+    assert r2.json["fulfilments"][0]["location"] != "WH"
+    verify(app)
