@@ -85,7 +85,11 @@ def place_order(body: OrderIn) -> ApiResult:
     cmd = _command(body, key)
     policy = _policy()
     attempts = int(current_app.config["ROUTING_MAX_ATTEMPTS"]) + 1
-    placed = transaction(session_factory(), lambda s: orders.place_order(s, cmd, policy), attempts=attempts)
+    try:
+        placed = transaction(session_factory(), lambda s: orders.place_order(s, cmd, policy), attempts=attempts)
+    except orders.LostRace:
+        with read_only(session_factory()) as session:
+            orders.refuse_after_lost_races(session, cmd, policy)
     return placed.order, 200 if placed.replayed else 201
 
 

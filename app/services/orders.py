@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import exc, select, update
@@ -406,6 +406,18 @@ def quote(session: Session, cmd: PlaceOrder, policy: Policy) -> dict[str, Any]:
     """The decision placing this order would take now, without reserving anything."""
     _ctx, decision, _ = decide(session, cmd, policy, utcnow())
     return explain(decision)
+
+
+def refuse_after_lost_races(session: Session, cmd: PlaceOrder, policy: Policy) -> NoReturn:
+    """Retries spent on lost races: refuse as routing on the stock as it stands now explains it."""
+    _ctx, decision, _ = decide(session, cmd, policy, utcnow())
+    if decision.status == "refused":
+        _refuse(decision)
+    raise InsufficientStock(
+        "concurrent orders kept taking this stock before it could be reserved; try again",
+        alternatives=[{"location": a.location, "distance_km": a.distance_km} for a in decision.alternatives],
+        routing=explain(decision),
+    )
 
 
 # ---------------------------------------------------------------- reserving

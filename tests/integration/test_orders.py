@@ -507,3 +507,54 @@ def test_a_rerouted_shipment_takes_capacity_and_says_when_stock_runs_out(
     r2 = order(storefront, [("MUG", 1)])
     assert r2.json["fulfilments"][0]["location"] != "WH"
     verify(app)
+
+
+def test_races_lost_on_every_retry_end_in_a_refusal_that_explains_itself(
+    app: Flask, storefront: Api, shop: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.services import orders
+
+    calls: list[int] = []
+
+    def always_lost(*_a: Any, **_k: Any) -> Any:
+        calls.append(1)
+        raise orders.LostRace("stock changed between routing and reserving")
+
+    monkeypatch.setattr(orders, "reserve", always_lost)
+    r = order(storefront, [("TEE", 1)])
+    assert (r.status_code, r.json["code"]) == (409, "insufficient_stock")
+    assert len(calls) == app.config["ROUTING_MAX_ATTEMPTS"] + 1
+    assert r.json["routing"]["allocations"] and "alternatives" in r.json
+    monkeypatch.undo()
+    assert avail(storefront, "TEE")["ST-A"] == 2
+    verify(app)
+
+
+# PostgreSQL only: it needs a second writer while the order's transaction is open.
+@pytest.mark.parametrize("backend", ["postgresql"], indirect=True)
+def test_a_race_lost_to_a_till_sale_reroutes_with_fresh_stock(
+    app: Flask, storefront: Api, shop: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import text
+
+    from app.services import orders
+
+    real = orders.reserve
+    engine = app.extensions["engine"]
+
+    def sale_first(*a: Any, **k: Any) -> Any:
+        if not calls:
+            # Another till sells ST-A's two TEEs after routing chose ST-A, before reserving.
+            with engine.begin() as conn:
+                conn.execute(text(
+                    "UPDATE stock_levels SET on_hand = 0 WHERE sku_id = (SELECT id FROM skus WHERE code = 'TEE')"
+                    " AND location_id = (SELECT id FROM locations WHERE code = 'ST-A')"))  # fmt: skip
+        calls.append(1)
+        return real(*a, **k)
+
+    calls: list[int] = []
+    monkeypatch.setattr(orders, "reserve", sale_first)
+    r = order(storefront, [("TEE", 2)])
+    assert r.status_code == 201, r.json
+    assert len(calls) == 2
+    assert [f["location"] for f in r.json["fulfilments"]] == ["WH"]
