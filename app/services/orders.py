@@ -696,8 +696,9 @@ def _place(session: Session, cmd: PlaceOrder, policy: Policy, now: datetime) -> 
         here = {ln.sku: ln.qty for ln in alloc.lines}
         shown = alloc.collect_lines if alloc.type == "pickup" and alloc.collect_lines else alloc.lines
         fulfilments_out.append({
-            "id": fid, "location": alloc.location, "type": alloc.type, "status": "allocated",
-            "to_location": alloc.to_location, "at_risk": False,
+            "id": fid, "order_id": order_id, "location": alloc.location, "type": alloc.type,
+            "status": "allocated", "to_location": alloc.to_location, "at_risk": False,
+            "ready_at": None, "hold_until": None,
             "lines": [{"sku": ln.sku, "qty": ln.qty, "reserved": here.get(ln.sku, 0),
                        "awaiting": ln.qty - here.get(ln.sku, 0), "done": 0, "cancelled": 0} for ln in shown],
         })  # fmt: skip
