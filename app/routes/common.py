@@ -25,13 +25,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 # forward references that flask-openapi3 cannot resolve when it reads the view's hints.)
 ApiResult = dict[str, Any] | tuple[dict[str, Any], int]
 API_PREFIX = "/api/v1"
-SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}]
+# Either scheme alone authenticates (OpenAPI: alternatives are separate requirement objects).
+SECURITY: list[dict[str, list[str]]] = [{"ApiKey": []}, {"ApiKeyHeader": []}]
 SECURITY_SCHEMES: dict[str, Any] = {
     "ApiKey": {
         "type": "http",
         "scheme": "bearer",
         "description": "An API key from `flask --app app keys create`, as `Authorization: Bearer osk_...`",
-    }
+    },
+    "ApiKeyHeader": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "The same API key in an X-API-Key header, for clients that cannot set Authorization",
+    },
 }
 
 
@@ -162,6 +169,8 @@ def _require_json_body() -> None:
     if not request.is_json:
         raise UnsupportedMedia("send the body as application/json")
     if request.get_json(silent=True) is None:
+        if request.get_data().strip() == b"null":
+            raise BadJson("the body must be a JSON object, not null")
         raise BadJson("the body is not valid JSON")
 
 

@@ -114,7 +114,8 @@ def test_the_openapi_document_is_valid_and_served_with_local_docs(client: FlaskC
     validate(spec)
     assert "/api/v1/stock/movements" in spec["paths"]
     post = spec["paths"]["/api/v1/stock/movements"]["post"]
-    assert post["security"] == [{"ApiKey": []}]
+    assert post["security"] == [{"ApiKey": []}, {"ApiKeyHeader": []}]
+    assert spec["components"]["securitySchemes"]["ApiKeyHeader"]["name"] == "X-API-Key"
     assert "Roles: ops" in post["description"]
     page = client.get("/api/swagger").data.decode()
     assert "http://" not in page.replace("http://www.w3.org", "")

@@ -585,3 +585,8 @@ def test_a_replay_answers_exactly_what_the_first_answer_said(
     assert (first.status_code, again.status_code) == (201, 200)
     assert again.json == first.json
     assert storefront.get(f"/api/v1/orders/{first.json['id']}").json == first.json
+
+
+def test_a_null_body_is_named_as_such(storefront: Api, shop: None) -> None:
+    r = storefront.post("/api/v1/orders", None, data="null", content_type="application/json")
+    assert (r.status_code, r.json["detail"]) == (400, "the body must be a JSON object, not null")
