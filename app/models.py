@@ -21,7 +21,9 @@ from sqlalchemy import (
     false,
     true,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import ColumnElement
 
 from app.db import Base, UTCDateTime, utcnow
 
@@ -301,11 +303,33 @@ class LocationDayUsage(Base):
     used: Mapped[int] = mapped_column(Integer, server_default="0")
 
 
+class WritingTxid(ColumnElement[int]):
+    """A column default: the id of the transaction writing the row (0 on SQLite)."""
+
+    inherit_cache = True
+    type = BigInteger()
+
+
+@compiles(WritingTxid)
+def _writing_txid(element: WritingTxid, compiler: Any, **kw: Any) -> str:
+    # SQLite runs one writer at a time, so its rows commit in id order and id alone orders them.
+    return "0"
+
+
+@compiles(WritingTxid, "postgresql")
+def _writing_txid_pg(element: WritingTxid, compiler: Any, **kw: Any) -> str:
+    # xid8 has no cast to bigint; via text it is the 64-bit, never-wrapping transaction id.
+    return "(pg_current_xact_id()::text)::bigint"
+
+
 class OutboxEvent(Base):
     """An event for other systems, written in the transaction that caused it; never edited."""
 
     __tablename__ = "outbox_events"
-    __table_args__ = (Index("ix_outbox_events_type_id", "type", "id"),)
+    __table_args__ = (
+        Index("ix_outbox_events_type_id", "type", "id"),
+        Index("ix_outbox_events_txid_id", "txid", "id"),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     type: Mapped[str] = mapped_column(String(64))
@@ -313,6 +337,9 @@ class OutboxEvent(Base):
     fulfilment_id: Mapped[int | None] = mapped_column(BigId)
     payload: Mapped[dict[str, Any]] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Ids are drawn before commit, so they do not say in which order events became visible;
+    # fan-out walks (txid, id) and only below the oldest running transaction (0: before txids).
+    txid: Mapped[int] = mapped_column(BigInteger, server_default=WritingTxid())
 
 
 class WebhookSubscription(Base):
@@ -327,7 +354,8 @@ class WebhookSubscription(Base):
     active: Mapped[bool] = mapped_column(Boolean, server_default=true())
     consecutive_failures: Mapped[int] = mapped_column(Integer, server_default="0")
     disabled_reason: Mapped[str | None] = mapped_column(String(500))
-    # Events after this id are still to be fanned out to this subscription.
+    # Events after (last_event_txid, last_event_id), in that order, are still to be fanned out.
+    last_event_txid: Mapped[int] = mapped_column(BigInteger, server_default="0")
     last_event_id: Mapped[int] = mapped_column(BigId, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

@@ -9,9 +9,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import BigInteger, func, insert, literal, select, text, tuple_, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from app.db import is_sqlite
 from app.domain.errors import InvalidInput, NotFound
 from app.models import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookSubscription
 from app.services.events import EVENT_TYPES
@@ -41,12 +43,27 @@ def subscription_out(sub: WebhookSubscription) -> dict[str, Any]:
             "consecutive_failures": sub.consecutive_failures, "disabled_reason": sub.disabled_reason}  # fmt: skip
 
 
+def _finished_below(session: Session) -> int | None:
+    """PostgreSQL: the txid below which every transaction has ended (None on SQLite)."""
+    if is_sqlite(session.get_bind()):  # type: ignore[arg-type]
+        return None
+    return int(session.scalar(text("SELECT (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")))
+
+
 def create(session: Session, *, url: str, secret: str, event_types: list[str]) -> dict[str, Any]:
     """Subscribe an endpoint to event types; it receives events from now on."""
     _check_types(event_types)
-    latest = session.scalar(select(func.max(OutboxEvent.id))) or 0
+    horizon = _finished_below(session)
+    txid, last_id = 0, 0
+    if horizon is None:  # SQLite: writers commit in id order, so the latest id is final
+        last_id = session.scalar(select(func.max(OutboxEvent.id))) or 0
+    else:
+        # Everything below the oldest running transaction is past; a transaction still running
+        # may commit after this subscription, so its events are owed (a few just committed may
+        # come along too: a duplicate notice is harmless, a missing one is not).
+        txid = horizon
     sub = WebhookSubscription(url=url, secret=secret, event_types=event_types, active=True,
-                              consecutive_failures=0, last_event_id=latest)  # fmt: skip
+                              consecutive_failures=0, last_event_txid=txid, last_event_id=last_id)  # fmt: skip
     session.add(sub)
     session.flush()
     return subscription_out(sub)
@@ -101,24 +118,38 @@ def list_deliveries(session: Session, sub_id: int, limit: int = 100) -> list[dic
 
 
 def fan_out(session: Session, now: datetime, batch: int = 1000) -> int:
-    """Create a pending delivery for every new event each active subscription wants."""
+    """Create a pending delivery for every new event each active subscription wants, exactly once."""
+    # Event ids are drawn before commit, so a smaller id can become visible after a larger one.
+    # Walk (txid, id) instead, and on PostgreSQL only below the oldest running transaction:
+    # every writer there has ended, so no event can still appear behind the mark.
+    horizon = _finished_below(session)
+    insert_ = sqlite.insert if horizon is None else postgresql.insert
     created = 0
     for sub in session.scalars(
         select(WebhookSubscription).where(WebhookSubscription.active).with_for_update()
     ):
-        evs = session.execute(
-            select(OutboxEvent.id, OutboxEvent.type).where(OutboxEvent.id > sub.last_event_id)
-            .order_by(OutboxEvent.id).limit(batch)
-        ).all()  # fmt: skip
+        mark = tuple_(literal(sub.last_event_txid, BigInteger), literal(sub.last_event_id, BigInteger))
+        stmt = (
+            select(OutboxEvent.txid, OutboxEvent.id, OutboxEvent.type)
+            .where(tuple_(OutboxEvent.txid, OutboxEvent.id) > mark)
+            .order_by(OutboxEvent.txid, OutboxEvent.id)
+            .limit(batch)
+        )
+        if horizon is not None:
+            stmt = stmt.where(OutboxEvent.txid < horizon)
+        evs = session.execute(stmt).all()
         if not evs:
             continue
-        wanted = [eid for eid, etype in evs if "*" in sub.event_types or etype in sub.event_types]
+        wanted = [eid for _, eid, etype in evs if "*" in sub.event_types or etype in sub.event_types]
         if wanted:
-            session.execute(insert(WebhookDelivery), [
-                {"subscription_id": sub.id, "event_id": eid, "status": "pending", "attempts": 0,
-                 "next_attempt_at": now} for eid in wanted])  # fmt: skip
-            created += len(wanted)
-        sub.last_event_id = evs[-1][0]
+            rows = [{"subscription_id": sub.id, "event_id": eid, "status": "pending", "attempts": 0,
+                     "next_attempt_at": now} for eid in wanted]  # fmt: skip
+            # Idempotent should a mark ever be behind deliveries already made.
+            made = session.execute(
+                insert_(WebhookDelivery).values(rows).on_conflict_do_nothing().returning(WebhookDelivery.id)
+            ).all()
+            created += len(made)
+        sub.last_event_txid, sub.last_event_id = evs[-1][0], evs[-1][1]
     return created
 
 
@@ -133,8 +164,8 @@ class Due:
     body: bytes
 
 
-def due(session: Session, now: datetime, limit: int = 200) -> list[Due]:
-    """Deliveries whose next attempt is due, oldest first, for active subscriptions."""
+def claim_due(session: Session, now: datetime, *, limit: int, until: datetime) -> list[Due]:
+    """Claim up to `limit` due deliveries, oldest first: no other runner gets them before `until`."""
     rows = session.execute(
         select(WebhookDelivery.id, WebhookSubscription.id, WebhookSubscription.url, WebhookSubscription.secret,
                OutboxEvent.id, OutboxEvent.type, OutboxEvent.payload, OutboxEvent.created_at)
@@ -142,13 +173,31 @@ def due(session: Session, now: datetime, limit: int = 200) -> list[Due]:
         .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
         .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now, WebhookSubscription.active)
         .order_by(WebhookDelivery.id).limit(limit)
+        # Another runner's claim in flight is skipped, not waited for (SQLite: BEGIN IMMEDIATE
+        # already serialises claims).
+        .with_for_update(of=WebhookDelivery, skip_locked=True)
     ).all()  # fmt: skip
+    if rows:
+        session.execute(
+            update(WebhookDelivery).where(WebhookDelivery.id.in_([r[0] for r in rows]))
+            .values(next_attempt_at=until)
+        )  # fmt: skip
     out = []
     for did, sid, url, secret, eid, etype, payload, created in rows:
         body = json.dumps({"id": eid, "type": etype, "created_at": created.isoformat(), "data": payload},
                           separators=(",", ":"), sort_keys=True).encode()  # fmt: skip
         out.append(Due(did, sid, url, secret, eid, etype, body))
     return out
+
+
+def release(session: Session, delivery_ids: list[int], now: datetime, *, claimed_until: datetime) -> None:
+    """Make claimed deliveries that were not attempted due again now (if still ours and pending)."""
+    session.execute(
+        update(WebhookDelivery)
+        .where(WebhookDelivery.id.in_(delivery_ids), WebhookDelivery.status == "pending",
+               WebhookDelivery.next_attempt_at == claimed_until)
+        .values(next_attempt_at=now)
+    )  # fmt: skip
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import timedelta
 from functools import partial
 from typing import Any
 
@@ -11,7 +12,7 @@ import requests
 from flask import Flask
 from sqlalchemy.orm import Session
 
-from app.db import read_only, transaction, utcnow
+from app.db import transaction, utcnow
 from app.services import webhooks
 from app.sync import http
 
@@ -38,16 +39,31 @@ def _record(
     )
 
 
+# The scheduler's lease on this job is 300 s and a batch of 200 slow endpoints can outlast it:
+# a run stops taking deliveries once its budget is spent, leaving the lease room for the send in
+# flight. Its claim lasts well past both (timeouts bound each wait, not a whole response), so a
+# runner that takes an expired lease over still cannot send the same delivery again.
+WEBHOOK_BUDGET_S = 240
+WEBHOOK_CLAIM_S = 600
+
+
 def deliver_webhooks(app: Flask) -> dict[str, Any]:
-    """Fan new outbox events out to subscriptions, then attempt every due delivery once."""
+    """Fan out new events, then attempt each claimed due delivery once until the time budget is spent."""
     factory = app.extensions["session_factory"]
+    timeout = float(app.config.get("WEBHOOK_TIMEOUT_S", 5))
     created = transaction(factory, lambda s: webhooks.fan_out(s, utcnow()))
-    with read_only(factory) as s:
-        due = webhooks.due(s, utcnow(), limit=int(app.config.get("WEBHOOK_BATCH", 200)))
+    claimed_at = utcnow()
+    until = claimed_at + timedelta(seconds=float(app.config.get("WEBHOOK_CLAIM_S", WEBHOOK_CLAIM_S)))
+    batch = int(app.config.get("WEBHOOK_BATCH", 200))
+    due = transaction(factory, lambda s: webhooks.claim_due(s, claimed_at, limit=batch, until=until))
+    deadline = time.monotonic() + float(app.config.get("WEBHOOK_BUDGET_S", WEBHOOK_BUDGET_S))
     outcome: dict[str, int] = {}
+    attempted = 0
     client = http.session()
     try:
         for d in due:
+            if time.monotonic() >= deadline:
+                break
             ts = int(time.time())
             headers = {
                 "Content-Type": "application/json",
@@ -65,7 +81,7 @@ def deliver_webhooks(app: Flask) -> dict[str, Any]:
                     d.url,
                     data=d.body,
                     headers=headers,
-                    timeout=float(app.config.get("WEBHOOK_TIMEOUT_S", 5)),
+                    timeout=timeout,
                     allow_redirects=False,
                 )
                 status = resp.status_code
@@ -79,7 +95,11 @@ def deliver_webhooks(app: Flask) -> dict[str, Any]:
                 factory,
                 partial(_record, d=d, status=status, error=error, elapsed=elapsed, retry_after=retry_after),
             )
+            attempted += 1
             outcome[result] = outcome.get(result, 0) + 1
     finally:
         client.close()
-    return {"fanned_out": created, "attempted": len(due), **outcome}
+    unsent = [d.delivery_id for d in due[attempted:]]
+    if unsent:  # out of budget: let the next run have them now rather than when the claim lapses
+        transaction(factory, lambda s: webhooks.release(s, unsent, utcnow(), claimed_until=until))
+    return {"fanned_out": created, "attempted": attempted, "deferred": len(unsent), **outcome}

@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 from flask import Flask
 from pytest_httpserver import HTTPServer
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 from werkzeug import Request, Response
 
-from app.db import read_only, unit_of_work, utcnow
-from app.models import JobRun, WebhookAttempt, WebhookDelivery
-from app.services import webhooks
+from app.db import read_only, transaction, unit_of_work, utcnow
+from app.models import JobRun, OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookSubscription
+from app.services import events, webhooks
 from app.sync.scheduler import job_by_id, run_job
 from tests.conftest import Api
 
@@ -162,3 +163,152 @@ def test_a_job_whose_lease_is_held_elsewhere_is_skipped(app: Flask) -> None:
     with unit_of_work(app.extensions["session_factory"]) as s:
         s.execute(update(JobLock).values(locked_until=utcnow() - timedelta(seconds=1)))
     assert run_job(app, job_by_id("deliver-webhooks")) is not None  # an expired lease is taken over
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_an_event_committed_after_a_later_one_was_fanned_out_is_still_delivered(app: Flask) -> None:
+    factory = app.extensions["session_factory"]
+    with unit_of_work(factory) as s:
+        sub = webhooks.create(s, url="http://127.0.0.1:9/hook", secret=SECRET, event_types=["*"])
+    slow = factory()  # T1: takes the smaller id, then stays open
+    try:
+        events.emit(slow, [{"type": "order.created", "payload": {"n": 1}}])
+        with unit_of_work(factory) as s:  # T2: a larger id, committed first
+            events.emit(s, [{"type": "order.created", "payload": {"n": 2}}])
+        transaction(factory, lambda s: webhooks.fan_out(s, utcnow()))
+        slow.commit()
+    finally:
+        slow.close()
+    transaction(factory, lambda s: webhooks.fan_out(s, utcnow()))
+    with read_only(factory) as s:
+        deliveries = (
+            select(func.count())
+            .where(WebhookDelivery.event_id == OutboxEvent.id, WebhookDelivery.subscription_id == sub["id"])
+            .scalar_subquery()
+        )
+        owed = s.execute(select(OutboxEvent.payload, deliveries).order_by(OutboxEvent.id)).all()
+    assert [(p["n"], n) for p, n in owed] == [(1, 1), (2, 1)]
+
+
+def _emit(app: Flask, n: int, type_: str = "order.created") -> None:
+    with unit_of_work(app.extensions["session_factory"]) as s:
+        events.emit(s, [{"type": type_, "payload": {"n": i}} for i in range(n)])
+
+
+def _subscribe(app: Flask, url: str = "http://127.0.0.1:9/hook") -> int:
+    with unit_of_work(app.extensions["session_factory"]) as s:
+        return int(webhooks.create(s, url=url, secret=SECRET, event_types=["*"])["id"])
+
+
+def _deliveries(app: Flask) -> list[tuple[int, int, int]]:
+    """(delivery id, subscription id, event id) of every delivery, in delivery order."""
+    with read_only(app.extensions["session_factory"]) as s:
+        q = select(WebhookDelivery.id, WebhookDelivery.subscription_id, WebhookDelivery.event_id)
+        return [(d, sub, ev) for d, sub, ev in s.execute(q.order_by(WebhookDelivery.id))]
+
+
+def test_a_new_subscription_gets_only_events_written_after_it(app: Flask) -> None:
+    _emit(app, 2)
+    sub = _subscribe(app)
+    _emit(app, 1)
+    transaction(app.extensions["session_factory"], lambda s: webhooks.fan_out(s, utcnow()))
+    with read_only(app.extensions["session_factory"]) as s:
+        latest = s.scalar(select(func.max(OutboxEvent.id)))
+    assert [(sub_id, ev) for _, sub_id, ev in _deliveries(app)] == [(sub, latest)]
+
+
+def test_fanning_out_again_from_an_earlier_mark_makes_no_second_delivery(app: Flask) -> None:
+    sub = _subscribe(app)
+    _emit(app, 3)
+    factory = app.extensions["session_factory"]
+    assert transaction(factory, lambda s: webhooks.fan_out(s, utcnow())) == 3
+    with unit_of_work(factory) as s:
+        s.execute(update(WebhookSubscription).values(last_event_txid=0, last_event_id=0))
+    assert transaction(factory, lambda s: webhooks.fan_out(s, utcnow())) == 0
+    assert [sub_id for _, sub_id, _ in _deliveries(app)] == [sub] * 3
+
+
+def _claim(s: Session, limit: int) -> list[int]:
+    now = utcnow()
+    return [d.delivery_id for d in webhooks.claim_due(s, now, limit=limit, until=now + timedelta(minutes=10))]
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_overlapping_claims_never_return_the_same_delivery(app: Flask) -> None:
+    _subscribe(app)
+    _emit(app, 5)
+    factory = app.extensions["session_factory"]
+    transaction(factory, lambda s: webhooks.fan_out(s, utcnow()))
+    first = factory()  # claims three and has not committed when the second runner claims
+    try:
+        mine = _claim(first, 3)
+        theirs = transaction(factory, lambda s: _claim(s, 5))
+        first.commit()
+    finally:
+        first.close()
+    assert (len(mine), len(theirs)) == (3, 2)
+    assert not set(mine) & set(theirs)
+    assert transaction(factory, lambda s: _claim(s, 5)) == []  # both claims hold once committed
+
+
+def test_a_claimed_delivery_is_not_due_again_until_released(app: Flask) -> None:
+    _subscribe(app)
+    _emit(app, 4)
+    factory = app.extensions["session_factory"]
+    transaction(factory, lambda s: webhooks.fan_out(s, utcnow()))
+    now = utcnow()
+    until = now + timedelta(minutes=10)
+    first = transaction(factory, lambda s: webhooks.claim_due(s, now, limit=2, until=until))
+    second = transaction(factory, lambda s: _claim(s, 5))
+    claimed = [d.delivery_id for d in first]
+    assert sorted(claimed + second) == [d for d, _, _ in _deliveries(app)]
+    assert transaction(factory, lambda s: _claim(s, 5)) == []
+    transaction(factory, lambda s: webhooks.release(s, claimed, utcnow(), claimed_until=until))
+    assert sorted(transaction(factory, lambda s: _claim(s, 5))) == sorted(claimed)
+
+
+def test_a_run_whose_time_budget_is_spent_sends_nothing_more_and_leaves_the_rest_due(
+    app: Flask, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    _subscribe(app, httpserver.url_for("/hook"))
+    _emit(app, 3)
+    monkeypatch.setitem(app.config, "WEBHOOK_BUDGET_S", 0)
+    detail = deliver(app)
+    assert (detail["attempted"], detail["deferred"]) == (0, 3)
+    assert len(httpserver.log) == 0
+    monkeypatch.setitem(app.config, "WEBHOOK_BUDGET_S", 240)
+    detail = deliver(app)  # released, so due at once rather than when the claim lapses
+    assert (detail["attempted"], detail["delivered"], detail["deferred"]) == (3, 3, 0)
+    with read_only(app.extensions["session_factory"]) as s:
+        assert s.scalar(select(func.count()).select_from(WebhookAttempt)) == 3
+
+
+def test_the_default_threshold_disables_a_subscription_at_its_twentieth_failure_in_a_row(
+    app: Flask, httpserver: HTTPServer
+) -> None:
+    httpserver.expect_request("/hook").respond_with_data("no", status=500)
+    sub_id = _subscribe(app, httpserver.url_for("/hook"))
+    factory = app.extensions["session_factory"]
+    _emit(app, 19)
+    assert deliver(app)["pending"] == 19
+    with read_only(factory) as s:
+        sub = s.get(WebhookSubscription, sub_id)
+        assert sub is not None
+        assert (sub.active, sub.consecutive_failures) == (True, 19)
+    _emit(app, 1)  # the earlier ones are backing off: only this one is due
+    assert deliver(app)["attempted"] == 1
+    with read_only(factory) as s:
+        sub = s.get(WebhookSubscription, sub_id)
+        assert sub is not None
+        assert (sub.active, sub.consecutive_failures) == (False, 20)
+        assert (sub.disabled_reason or "").startswith("disabled after 20 consecutive failures")
+
+
+def test_backoff_doubles_from_five_seconds_to_an_hour_and_honours_a_longer_retry_after() -> None:
+    delays = [webhooks.backoff(n, None).total_seconds() for n in range(1, 13)]
+    assert delays == [5, 10, 20, 40, 80, 160, 320, 640, 1280, 2560, 3600, 3600]
+    assert webhooks.backoff(0, None).total_seconds() == 5
+    assert webhooks.backoff(3, 120).total_seconds() == 120  # the receiver asked for longer
+    assert webhooks.backoff(3, 2).total_seconds() == 20  # a shorter Retry-After does not hurry us
+    assert webhooks.backoff(1, 86_400).total_seconds() == 3600  # nor can it park us past the cap
