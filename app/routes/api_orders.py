@@ -86,7 +86,9 @@ def place_order(body: OrderIn) -> ApiResult:
     policy = _policy()
     attempts = int(current_app.config["ROUTING_MAX_ATTEMPTS"]) + 1
     try:
-        placed = transaction(session_factory(), lambda s: orders.place_order(s, cmd, policy), attempts=attempts)
+        placed = transaction(
+            session_factory(), lambda s: orders.place_order(s, cmd, policy), attempts=attempts
+        )
     except orders.LostRace:
         with read_only(session_factory()) as session:
             orders.refuse_after_lost_races(session, cmd, policy)

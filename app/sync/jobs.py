@@ -39,24 +39,22 @@ def _record(
     )
 
 
-# The scheduler's lease on this job is 300 s and a batch of 200 slow endpoints can outlast it:
-# a run stops taking deliveries once its budget is spent, leaving the lease room for the send in
-# flight. Its claim lasts well past both (timeouts bound each wait, not a whole response), so a
-# runner that takes an expired lease over still cannot send the same delivery again.
-WEBHOOK_BUDGET_S = 240
-WEBHOOK_CLAIM_S = 600
+# The scheduler's lease on this job is 300 s and a batch of slow endpoints can outlast it: a run
+# stops taking deliveries once its budget (WEBHOOK_BUDGET_S) is spent, leaving the lease room for
+# the send in flight. Its claim (WEBHOOK_CLAIM_S) lasts well past both, so a runner that takes an
+# expired lease over still cannot send the same delivery again.
 
 
 def deliver_webhooks(app: Flask) -> dict[str, Any]:
     """Fan out new events, then attempt each claimed due delivery once until the time budget is spent."""
     factory = app.extensions["session_factory"]
-    timeout = float(app.config.get("WEBHOOK_TIMEOUT_S", 5))
+    timeout = float(app.config["WEBHOOK_TIMEOUT_S"])
     created = transaction(factory, lambda s: webhooks.fan_out(s, utcnow()))
     claimed_at = utcnow()
-    until = claimed_at + timedelta(seconds=float(app.config.get("WEBHOOK_CLAIM_S", WEBHOOK_CLAIM_S)))
-    batch = int(app.config.get("WEBHOOK_BATCH", 200))
+    until = claimed_at + timedelta(seconds=float(app.config["WEBHOOK_CLAIM_S"]))
+    batch = int(app.config["WEBHOOK_BATCH"])
     due = transaction(factory, lambda s: webhooks.claim_due(s, claimed_at, limit=batch, until=until))
-    deadline = time.monotonic() + float(app.config.get("WEBHOOK_BUDGET_S", WEBHOOK_BUDGET_S))
+    deadline = time.monotonic() + float(app.config["WEBHOOK_BUDGET_S"])
     outcome: dict[str, int] = {}
     attempted = 0
     client = http.session()
