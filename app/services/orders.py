@@ -1218,6 +1218,45 @@ def handle_shortages(
     return report
 
 
+def clear_recovered(session: Session, keys: Sequence[tuple[int, int]], now: datetime) -> list[int]:
+    """Fulfilments flagged at risk whose location again holds every unit they reserve lose the flag
+    (and so does a pickup flagged for a short transfer, once that transfer and the pickup are whole)."""
+    locs = sorted({loc for _sku, loc in keys})
+    if not locs:
+        return []
+    flagged = list(session.scalars(
+        select(Fulfilment).where(Fulfilment.location_id.in_(locs), Fulfilment.at_risk,
+                                 Fulfilment.status.in_([s.value for s in lifecycle.OPEN]))
+        .order_by(Fulfilment.id).with_for_update()
+    ))  # fmt: skip
+    cleared = []
+    for f in flagged:
+        if _covered(session, f):
+            f.at_risk, f.updated_at = False, now
+            cleared.append(f.id)
+            fed = session.get(Fulfilment, f.feeds_fulfilment_id) if f.feeds_fulfilment_id else None
+            if fed is not None and fed.at_risk and lifecycle.is_open(fed.status) and _covered(session, fed):
+                fed.at_risk, fed.updated_at = False, now
+                cleared.append(fed.id)
+    return cleared
+
+
+def _covered(session: Session, f: Fulfilment) -> bool:
+    """Its location holds what it reserves for every line, and no transfer feeding it is at risk."""
+    short_line = (
+        select(FulfilmentLine.id)
+        .join(StockLevel, (StockLevel.sku_id == FulfilmentLine.sku_id) & (StockLevel.location_id == f.location_id))
+        .where(FulfilmentLine.fulfilment_id == f.id, FulfilmentLine.reserved > 0,
+               StockLevel.reserved > StockLevel.on_hand)
+    )  # fmt: skip
+    feeding_at_risk = select(Fulfilment.id).where(
+        Fulfilment.feeds_fulfilment_id == f.id,
+        Fulfilment.at_risk,
+        Fulfilment.status.in_([s.value for s in lifecycle.OPEN]),
+    )
+    return session.scalar(select(short_line.exists() | feeding_at_risk.exists())) is False
+
+
 def tuple_in(keys: Sequence[tuple[int, int]]) -> Any:
     from sqlalchemy import tuple_
 

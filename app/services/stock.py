@@ -262,6 +262,8 @@ def post_movements(
     # An outside fact may have taken units promised to open fulfilments: move or flag them.
     dropped = [k for k, d in totals.items() if d.on_hand < 0 or d.reserved > 0]
     shortages = orders.handle_shortages(session, dropped, policy or orders.Policy(), now) if dropped else []
+    # Stock that came back may make good a promise flagged at risk by an earlier shortage.
+    orders.clear_recovered(session, [k for k, d in totals.items() if d.on_hand > 0 or d.reserved < 0], now)
     by_index = {r["index"]: r for r in results}
     for owner, mid in zip(owners, ids, strict=True):
         by_index[owner]["movement_ids"].append(mid)

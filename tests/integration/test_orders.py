@@ -590,3 +590,51 @@ def test_a_replay_answers_exactly_what_the_first_answer_said(
 def test_a_null_body_is_named_as_such(storefront: Api, shop: None) -> None:
     r = storefront.post("/api/v1/orders", None, data="null", content_type="application/json")
     assert (r.status_code, r.json["detail"]) == (400, "the body must be a JSON object, not null")
+
+
+def test_stock_that_comes_back_clears_the_at_risk_flag(
+    app: Flask, ops: Api, storefront: Api, shop: None
+) -> None:
+    o = order(storefront, [("CAP", 3)]).json
+    ops.post("/api/v1/stock/movements", {"movements": [
+        {"kind": "sale", "sku": "CAP", "location": "ST-C", "qty": 4, "source": "pos", "external_ref": "till-3"}]})  # fmt: skip
+
+    def at_risk() -> bool:
+        return bool(storefront.get(f"/api/v1/orders/{o['id']}").json["fulfilments"][0]["at_risk"])
+
+    assert at_risk()
+    ops.post(
+        "/api/v1/stock/movements",
+        {"movements": [{"kind": "receipt", "sku": "CAP", "location": "ST-C", "qty": 1}]},
+    )
+    assert at_risk()  # on_hand 2 still short of the 3 reserved
+    ops.post(
+        "/api/v1/stock/movements",
+        {"movements": [{"kind": "receipt", "sku": "CAP", "location": "ST-C", "qty": 1}]},
+    )
+    assert not at_risk()
+    verify(app)
+
+
+def test_a_pickup_flagged_for_a_short_transfer_clears_when_the_transfer_is_whole(
+    app: Flask, ops: Api, storefront: Api, shop: None
+) -> None:
+    r = order(storefront, [("TEE", 2), ("MUG", 2)], {"type": "pickup", "location": "ST-A"})
+    fs = {f["type"]: f for f in r.json["fulfilments"]}
+    assert fs["transfer"]["location"] == "ST-B"  # MUG comes from the nearer store
+    ops.post("/api/v1/stock/movements", {"movements": [
+        {"kind": "count", "sku": "MUG", "location": "ST-B", "qty": 0, "source": "count", "external_ref": "c-9"},
+        {"kind": "count", "sku": "MUG", "location": "WH", "qty": 0, "source": "count", "external_ref": "c-10"}]})  # fmt: skip
+    flags = {
+        f["type"]: f["at_risk"] for f in storefront.get(f"/api/v1/orders/{r.json['id']}").json["fulfilments"]
+    }
+    assert flags == {"pickup": True, "transfer": True}
+    ops.post(
+        "/api/v1/stock/movements",
+        {"movements": [{"kind": "receipt", "sku": "MUG", "location": "ST-B", "qty": 2}]},
+    )
+    flags = {
+        f["type"]: f["at_risk"] for f in storefront.get(f"/api/v1/orders/{r.json['id']}").json["fulfilments"]
+    }
+    assert flags == {"pickup": False, "transfer": False}
+    verify(app)
