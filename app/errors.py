@@ -67,11 +67,30 @@ def _field(loc: tuple[int | str, ...]) -> str:
     return out or "body"
 
 
+def _as_sent(loc: tuple[int | str, ...], body: Any) -> tuple[int | str, ...]:
+    # Pydantic puts a tagged union's tag in the path (delivery.ship.lat); the client sent
+    # delivery.lat, so a step that is not a key of the object but is its "type" is dropped.
+    out: list[int | str] = []
+    node = body
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str) and part not in node and node.get("type") == part:
+            continue
+        out.append(part)
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
+
+
 def validation_problem(error: ValidationError) -> Response:
-    """Pydantic errors as a 422 naming every field at fault."""
+    """Pydantic errors as a 422 naming every field at fault, as paths into the JSON sent."""
     errors = []
+    body = request.get_json(silent=True) if request and request.is_json else None
     for e in error.errors(include_url=False, include_input=False):
-        loc = tuple(e["loc"])
+        loc = _as_sent(tuple(e["loc"]), body)
         message = e["msg"]
         # A model-level rule says which field it is about as "field: message".
         if e["type"] == "value_error" and ": " in message.removeprefix("Value error, "):
