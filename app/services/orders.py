@@ -35,6 +35,7 @@ from app.models import (
     FulfilmentLine,
     Location,
     LocationDayUsage,
+    Movement,
     Order,
     OrderLine,
     Postcode,
@@ -1130,6 +1131,22 @@ def record_return(
             "unknown_location",
         )
     ids = _sku_ids(session, [s for s, _, _ in lines])
+    if external_ref is not None:
+        # The same return sent again (a retry) answers as the first time; other content under
+        # that reference is refused rather than counted.
+        sent = sorted((ids[s], loc.id, q, "resellable" if r else "not_resellable") for s, q, r in lines)
+        prior = sorted(session.execute(
+            select(Movement.sku_id, Movement.location_id, Movement.qty, Movement.reason)
+            .where(Movement.order_id == order_id, Movement.source == "returns",
+                   Movement.external_ref.startswith(f"{external_ref}:", autoescape=True))
+        ).tuples().all())  # fmt: skip
+        if prior:
+            if prior != sent:
+                raise IdempotencyConflict(
+                    "a return under this external_ref was recorded with other lines",
+                    external_ref=external_ref,
+                )
+            return get_order(session, order_id)
     delivered: dict[int, int] = {}
     for sku_id, done in session.execute(
         select(FulfilmentLine.sku_id, FulfilmentLine.done)
@@ -1158,7 +1175,7 @@ def record_return(
         legs.append(Leg(Kind.RETURN, ids[sku], loc.id, qty, Deltas(on_hand=qty if resellable else 0),
                         reason="resellable" if resellable else "not_resellable", order_id=order_id,
                         source="returns" if external_ref else "omnistock",
-                        external_ref=f"{external_ref}:{sku}" if external_ref else None))  # fmt: skip
+                        external_ref=f"{external_ref}:{i}" if external_ref else None))  # fmt: skip
     if errors:
         raise InvalidInput("cannot return those units", errors, "cannot_return")
     try:

@@ -638,3 +638,23 @@ def test_a_pickup_flagged_for_a_short_transfer_clears_when_the_transfer_is_whole
     }
     assert flags == {"pickup": False, "transfer": False}
     verify(app)
+
+
+def test_a_return_sent_again_answers_the_same_and_other_lines_under_its_reference_are_refused(
+    app: Flask, ops: Api, storefront: Api, shop: None
+) -> None:
+    o = order(storefront, [("TEE", 3)]).json
+    fid = o["fulfilments"][0]["id"]
+    ops.post(f"/api/v1/fulfilments/{fid}/pick")
+    ops.post(f"/api/v1/fulfilments/{fid}/ship")
+    body = {"location": "ST-B", "external_ref": "rma-1",
+            "lines": [{"sku": "TEE", "qty": 1}, {"sku": "TEE", "qty": 1, "resellable": False}]}  # fmt: skip
+    first = ops.post(f"/api/v1/orders/{o['id']}/returns", body)
+    assert first.status_code == 200, first.json
+    again = ops.post(f"/api/v1/orders/{o['id']}/returns", body)
+    assert (again.status_code, again.json) == (200, first.json)
+    assert avail(storefront, "TEE")["ST-B"] == 1  # counted once
+    other = ops.post(f"/api/v1/orders/{o['id']}/returns", {**body, "lines": [{"sku": "TEE", "qty": 1}]})
+    assert (other.status_code, other.json["code"]) == (409, "idempotency_conflict")
+    assert storefront.get(f"/api/v1/orders/{o['id']}").json["lines"][0]["returned"] == 2
+    verify(app)
