@@ -1220,7 +1220,7 @@ def handle_shortages(
                 break
             qty = min(gap, fl.reserved)
             gap -= qty
-            moved_to = _reroute(session, f, fl, qty, policy, now) if f.type != "transfer" else None
+            moved_to = _reroute(session, f, fl, qty, policy, now)
             if moved_to is None:
                 f.at_risk = True
                 if f.type == "transfer" and f.feeds_fulfilment_id is not None:
@@ -1294,14 +1294,16 @@ def _reroute(
     taken = {row[0] for row in session.execute(
         select(Fulfilment.location_id).where(Fulfilment.order_id == order.id, Fulfilment.status != "allocated")
     ).all()}  # fmt: skip
-    own = next(code for code, loc in ctx.locations.items() if loc.id == f.location_id)
+    # A short transfer is re-sourced for the pickup it feeds: route as that pickup would.
+    anchor_id = f.to_location_id if f.type == "transfer" and f.to_location_id is not None else f.location_id
+    own = next(code for code, loc in ctx.locations.items() if loc.id == anchor_id)
     usable = [
         routing.Candidate(**{**c.__dict__, "stock": {sku_code: 0}})
-        if c.code == own or ctx.locations[c.code].id in taken
+        if c.code == own or ctx.locations[c.code].id in taken or ctx.locations[c.code].id == f.location_id
         else c
         for c in candidates
     ]
-    if f.type == "pickup":
+    if f.type in ("pickup", "transfer"):
         request = routing.RoutingRequest((routing.Line(sku_code, qty),), routing.PickupAt(own), True, False)
     else:
         request = routing.RoutingRequest(
@@ -1313,10 +1315,12 @@ def _reroute(
         return None
     target = sources[0]
     target_id = ctx.locations[target.location].id
-    new_type = "transfer" if f.type == "pickup" else "ship"
+    new_type = "ship" if f.type == "ship" else "transfer"
+    feeds = f.id if f.type == "pickup" else f.feeds_fulfilment_id
     existing = session.scalars(select(Fulfilment).where(
         Fulfilment.order_id == f.order_id, Fulfilment.location_id == target_id, Fulfilment.type == new_type,
-        Fulfilment.status == "allocated")).first()  # fmt: skip
+        Fulfilment.status == "allocated", Fulfilment.feeds_fulfilment_id.is_(None) if feeds is None
+        else Fulfilment.feeds_fulfilment_id == feeds)).first()  # fmt: skip
     try:
         with session.begin_nested():
             reserve(session, ctx, {(fl.sku_id, target_id): qty}, now)
@@ -1331,12 +1335,18 @@ def _reroute(
         # The pickup still happens here; the units now come by transfer.
         fl.awaiting += qty
         to_loc: int | None = f.location_id
+    elif f.type == "transfer":
+        # The pickup keeps waiting for these units; another location sends them instead.
+        fl.cancelled += qty
+        to_loc = f.to_location_id
+        legs.append(Leg(Kind.TRANSFER_CANCELLED, fl.sku_id, anchor_id, qty, Deltas(incoming=-qty),
+                        order_id=f.order_id, fulfilment_id=f.id, reason="shortage"))  # fmt: skip
     else:
         fl.cancelled += qty
         to_loc = None
     if existing is None:
         existing = Fulfilment(order_id=f.order_id, location_id=target_id, type=new_type, status="allocated",
-                              to_location_id=to_loc, feeds_fulfilment_id=f.id if new_type == "transfer" else None,
+                              to_location_id=to_loc, feeds_fulfilment_id=feeds,
                               at_risk=False, created_at=now, updated_at=now)  # fmt: skip
         session.add(existing)
         session.flush()
@@ -1360,15 +1370,16 @@ def _reroute(
     legs.append(Leg(Kind.RESERVATION, fl.sku_id, target_id, qty, Deltas(reserved=qty), order_id=f.order_id,
                     fulfilment_id=existing.id, reason="shortage"))  # fmt: skip
     if new_type == "transfer":
-        legs.append(Leg(Kind.TRANSFER_EXPECTED, fl.sku_id, f.location_id, qty, Deltas(incoming=qty),
+        legs.append(Leg(Kind.TRANSFER_EXPECTED, fl.sku_id, anchor_id, qty, Deltas(incoming=qty),
                         order_id=f.order_id, fulfilment_id=existing.id, reason="shortage"))  # fmt: skip
     # The new location's reserved was already raised by reserve(): record that leg without applying it again.
     changed = record(session, [leg for leg in legs if leg.kind is not Kind.RESERVATION], now)
     insert_movements(session, [leg for leg in legs if leg.kind is Kind.RESERVATION], now)
     changed[(fl.sku_id, target_id)] = changed.get((fl.sku_id, target_id), Deltas()) + Deltas(reserved=qty)
     events.stock_transitions(session, changed, now)
-    if all(x.reserved == 0 and x.awaiting == 0 for x in _lines(session, f.id)) and f.type == "ship":
+    if all(x.reserved == 0 and x.awaiting == 0 for x in _lines(session, f.id)) and f.type != "pickup":
         f.status, f.updated_at = Status.CANCELLED.value, now
+        events.emit(session, [_event(f, "fulfilment.cancelled", reason="shortage")], now)
     events.emit(session, [{"type": "fulfilment.allocated", "order_id": f.order_id, "fulfilment_id": existing.id,
                            "payload": {"order_id": f.order_id, "fulfilment_id": existing.id, "location": target.location,
                                        "type": new_type, "lines": [{"sku": sku_code, "qty": qty}], "reason": "shortage"}}], now)  # fmt: skip

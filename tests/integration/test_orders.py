@@ -658,3 +658,30 @@ def test_a_return_sent_again_answers_the_same_and_other_lines_under_its_referenc
     assert (other.status_code, other.json["code"]) == (409, "idempotency_conflict")
     assert storefront.get(f"/api/v1/orders/{o['id']}").json["lines"][0]["returned"] == 2
     verify(app)
+
+
+def test_a_short_transfer_is_resourced_from_another_location_for_its_pickup(
+    app: Flask, ops: Api, storefront: Api, shop: None
+) -> None:
+    r = order(storefront, [("TEE", 2), ("MUG", 2)], {"type": "pickup", "location": "ST-A"})
+    fs = {f["type"]: f for f in r.json["fulfilments"]}
+    assert fs["transfer"]["location"] == "ST-B"
+    moved = ops.post("/api/v1/stock/movements", {"movements": [
+        {"kind": "sale", "sku": "MUG", "location": "ST-B", "qty": 3, "source": "pos", "external_ref": "till-7"}]})  # fmt: skip
+    assert moved.json["shortages"][0]["rerouted_to"] == "WH"
+    now = storefront.get(f"/api/v1/orders/{r.json['id']}").json
+    by = {(f["type"], f["location"]): f for f in now["fulfilments"]}
+    assert by[("transfer", "ST-B")]["status"] == "cancelled"
+    new = by[("transfer", "WH")]
+    assert (new["status"], new["to_location"], new["lines"][0]["reserved"]) == ("allocated", "ST-A", 2)
+    assert not by[("pickup", "ST-A")]["at_risk"]
+    level = ops.get("/api/v1/stock/levels", query_string={"sku": "MUG", "location": "ST-A"}).json["items"][0]
+    assert level["incoming"] == 2  # one transfer's worth, not two
+    for step in ("pick", "ship", "receive"):
+        assert ops.post(f"/api/v1/fulfilments/{new['id']}/{step}").status_code == 200
+    pickup = ops.get(f"/api/v1/fulfilments/{by[('pickup', 'ST-A')]['id']}").json
+    assert {(ln["sku"], ln["reserved"], ln["awaiting"]) for ln in pickup["lines"]} == {
+        ("TEE", 2, 0),
+        ("MUG", 2, 0),
+    }
+    verify(app)
