@@ -213,8 +213,7 @@ def serve_command(host: str, port: int, threads: int, with_scheduler: bool) -> N
     """Serve API and pages with gunicorn in one process (the embedded default)."""
     from app.server import serve
 
-    current_app.config["EMBEDDED_SCHEDULER"] = with_scheduler
-    serve(current_app._get_current_object(), host, port, threads)  # type: ignore[attr-defined]
+    serve(current_app._get_current_object(), host, port, threads, with_scheduler=with_scheduler)  # type: ignore[attr-defined]
 
 
 def init_app(app: Flask) -> None:

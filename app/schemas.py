@@ -256,6 +256,8 @@ class ShortageOut(BaseModel):
     fulfilment_id: int
     order_id: int
     sku_id: int
+    sku: str
+    location: str
     qty: int
     rerouted_to: str | None
 

@@ -24,11 +24,11 @@ class EmbeddedServer(BaseApplication):  # type: ignore[misc]
         return self.application
 
 
-def serve(app: Flask, host: str, port: int, threads: int) -> None:
+def serve(app: Flask, host: str, port: int, threads: int, *, with_scheduler: bool) -> None:
     """Run until interrupted; the scheduler (if embedded) starts inside the worker."""
 
     def post_worker_init(_worker: Any) -> None:
-        if app.config.get("EMBEDDED_SCHEDULER"):
+        if with_scheduler:
             from app.sync.scheduler import start_background
 
             start_background(app)

@@ -42,9 +42,6 @@ ROUTING_PICKUP_SHORTFALL = "transfer"
 # Re-route attempts after losing a reservation race before refusing.
 ROUTING_MAX_ATTEMPTS = 3
 
-# The scheduler: run it in this process (embedded demo) or only in `flask sync run-scheduler`.
-EMBEDDED_SCHEDULER = False
-
 # Webhook deliveries (the deliver-webhooks job). Each attempt waits at most WEBHOOK_TIMEOUT_S; a
 # run claims up to WEBHOOK_BATCH due deliveries for WEBHOOK_CLAIM_S (no other runner sends them
 # meanwhile) and stops taking new ones after WEBHOOK_BUDGET_S, below the job's 300 s lease.

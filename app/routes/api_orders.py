@@ -14,6 +14,7 @@ from app.routes.common import (
     API_PREFIX,
     SECURITY,
     ApiResult,
+    check_location_scope,
     decode_cursor,
     documented_headers,
     encode_cursor,
@@ -159,8 +160,14 @@ def cancel_order(path: OrderPath, body: CancelIn) -> ApiResult:
 @bp.post("/orders/<int:id>/returns", responses={200: OrderOut, **ERRORS})
 @roles("ops", "staff")
 def record_return(path: OrderPath, body: ReturnIn) -> ApiResult:
-    """Take delivered units back at a location; resellable units rejoin stock."""
+    """Take delivered units back at a location; resellable units rejoin stock. Staff: their own locations."""
     lines = [(ln.sku, ln.qty, ln.resellable) for ln in body.lines]
+    scope = principal().scope()
+    if scope is not None:
+        with read_only(session_factory()) as session:
+            loc_id = orders.location_id(session, body.location)
+        if loc_id is not None:
+            check_location_scope(loc_id, body.location)
     return transaction(
         session_factory(),
         lambda s: orders.record_return(

@@ -1228,8 +1228,10 @@ def handle_shortages(
                     fed = session.get(Fulfilment, f.feeds_fulfilment_id, with_for_update=True)
                     if fed is not None and lifecycle.is_open(fed.status):
                         fed.at_risk = True
-            report.append({"fulfilment_id": f.id, "order_id": f.order_id, "sku_id": sku_id, "qty": qty,
-                           "rerouted_to": moved_to})  # fmt: skip
+            report.append({"fulfilment_id": f.id, "order_id": f.order_id, "sku_id": sku_id,
+                           "sku": session.scalar(select(Sku.code).where(Sku.id == sku_id)),
+                           "location": session.scalar(select(Location.code).where(Location.id == loc_id)),
+                           "qty": qty, "rerouted_to": moved_to})  # fmt: skip
             events.emit(session, [_event(f, "fulfilment.shortage", qty=qty, rerouted_to=moved_to,
                                          at_risk=moved_to is None)], now)  # fmt: skip
     return report
@@ -1384,6 +1386,11 @@ def _reroute(
                            "payload": {"order_id": f.order_id, "fulfilment_id": existing.id, "location": target.location,
                                        "type": new_type, "lines": [{"sku": sku_code, "qty": qty}], "reason": "shortage"}}], now)  # fmt: skip
     return target.location
+
+
+def location_id(session: Session, code: str) -> int | None:
+    """A location's id by its code (None if unknown)."""
+    return session.scalar(select(Location.id).where(Location.code == code))
 
 
 def get_fulfilment(session: Session, fid: int, *, scope: frozenset[int] | None = None) -> dict[str, Any]:

@@ -372,6 +372,7 @@ def test_a_shortage_with_nowhere_to_go_is_flagged_at_risk(
         {"kind": "sale", "sku": "CAP", "location": "ST-C", "qty": 4, "source": "pos", "external_ref": "till-2"}]})  # fmt: skip
     assert r.status_code == 201
     assert r.json["shortages"][0]["rerouted_to"] is None
+    assert (r.json["shortages"][0]["sku"], r.json["shortages"][0]["location"]) == ("CAP", "ST-C")
     f = storefront.get(f"/api/v1/orders/{o['id']}").json["fulfilments"][0]
     assert f["at_risk"] is True
     types = [e["type"] for e in ops.get("/api/v1/events").json["items"]]
@@ -684,4 +685,24 @@ def test_a_short_transfer_is_resourced_from_another_location_for_its_pickup(
         ("TEE", 2, 0),
         ("MUG", 2, 0),
     }
+    verify(app)
+
+
+def test_staff_record_returns_only_at_their_own_stores(
+    app: Flask, client: Any, make_key: Callable[..., str], ops: Api, storefront: Api, shop: None
+) -> None:
+    o = order(storefront, [("TEE", 2)]).json
+    fid = o["fulfilments"][0]["id"]
+    ops.post(f"/api/v1/fulfilments/{fid}/pick")
+    ops.post(f"/api/v1/fulfilments/{fid}/ship")
+    staff = Api(client, make_key("staff", ("ST-A",)))
+    elsewhere = staff.post(
+        f"/api/v1/orders/{o['id']}/returns", {"location": "ST-B", "lines": [{"sku": "TEE", "qty": 1}]}
+    )
+    assert elsewhere.status_code == 403
+    assert avail(storefront, "TEE")["ST-B"] == 0
+    mine = staff.post(
+        f"/api/v1/orders/{o['id']}/returns", {"location": "ST-A", "lines": [{"sku": "TEE", "qty": 1}]}
+    )
+    assert mine.status_code == 200, mine.json
     verify(app)

@@ -12,9 +12,9 @@ def test_environment_overrides_defaults_and_overrides_win() -> None:
 
 
 def test_environment_values_take_the_type_of_their_default() -> None:
-    cfg = load_config(environ={"OMNISTOCK_PAGE_SIZE_MAX": "50", "OMNISTOCK_EMBEDDED_SCHEDULER": "true"})
+    cfg = load_config(environ={"OMNISTOCK_PAGE_SIZE_MAX": "50", "OMNISTOCK_DATABASE_POOL_PRE_PING": "true"})
     assert cfg["PAGE_SIZE_MAX"] == 50
-    assert cfg["EMBEDDED_SCHEDULER"] is True
+    assert cfg["DATABASE_POOL_PRE_PING"] is True
 
 
 def test_a_malformed_environment_value_names_the_variable() -> None:
