@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AwareDatetime,
@@ -557,14 +558,23 @@ class FulfilmentPath(BaseModel):
 
 
 # ---------------------------------------------------------------- webhooks
+def _endpoint(url: str | None) -> str | None:
+    # A URL the job can post to: http(s) with a host (the pattern alone let "http://" through).
+    if url is not None and not urlsplit(url).hostname:
+        raise ValueError("give an http(s) URL with a host")
+    return url
+
+
 class WebhookIn(Strict):
     url: str = Field(pattern=r"^https?://", max_length=2000)
+    _url = field_validator("url")(_endpoint)
     secret: str = Field(min_length=16, max_length=200)
     event_types: list[str] = Field(min_length=1, description="Event types, or ['*'] for all")
 
 
 class WebhookUpdate(Strict):
     url: str | None = Field(None, pattern=r"^https?://", max_length=2000)
+    _url = field_validator("url")(_endpoint)
     event_types: list[str] | None = Field(None, min_length=1)
     active: StrictBool | None = None
 
@@ -592,7 +602,9 @@ class DeliveryOut(BaseModel):
     event_type: str
     status: str
     attempts: int
-    next_attempt_at: datetime
+    next_attempt_at: datetime | None = Field(
+        description="When the next attempt is due; null once delivered or failed"
+    )
     delivered_at: datetime | None
     last_error: str | None
 

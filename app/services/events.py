@@ -16,7 +16,7 @@ from app.domain.ledger import Deltas
 from app.models import Channel, ChannelLocation, Location, Sku
 
 ORDER_EVENTS = (
-    "order.created", "order.cancelled", "fulfilment.allocated", "fulfilment.picking",
+    "order.created", "order.cancelled", "order.lines_cancelled", "fulfilment.allocated", "fulfilment.picking",
     "fulfilment.ready_for_pickup", "fulfilment.shipped", "fulfilment.received",
     "fulfilment.collected", "fulfilment.cancelled", "fulfilment.expired", "fulfilment.shortage",
     "order.returned",

@@ -1104,12 +1104,15 @@ def cancel_order(
                     legs += _release(session, f, fl_all, now)
                     f.status, f.updated_at = Status.CANCELLED.value, now
                     evs.append(_event(f, "fulfilment.cancelled"))
-        evs.append({"type": "order.cancelled", "order_id": order_id,
+        evs.append({"type": "order.lines_cancelled", "order_id": order_id,
                     "payload": {"order_id": order_id, "lines": [{"sku": s, "qty": q} for s, q in lines]}})  # fmt: skip
     _move(session, legs, now)
     events.emit(session, evs, now)
     session.flush()
-    refresh_order_status(session, order_id, now)
+    if refresh_order_status(session, order_id, now) == "cancelled" and lines is not None:
+        # The lines cancelled were all that was left: the order itself is now cancelled.
+        events.emit(session, [{"type": "order.cancelled", "order_id": order_id,
+                               "payload": {"order_id": order_id}}], now)  # fmt: skip
     session.flush()
     session.expire_all()
     return get_order(session, order_id)

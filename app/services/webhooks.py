@@ -107,13 +107,15 @@ def list_subscriptions(session: Session) -> list[dict[str, Any]]:
 
 
 def list_deliveries(session: Session, sub_id: int, limit: int = 100) -> list[dict[str, Any]]:
-    """A subscription's latest deliveries, newest first."""
+    """A subscription's latest deliveries, newest first; next_attempt_at only while one is owed."""
+    if session.get(WebhookSubscription, sub_id) is None:
+        raise NotFound(f"no webhook {sub_id}", webhook_id=sub_id)
     rows = session.execute(
         select(WebhookDelivery, OutboxEvent.type).join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
         .where(WebhookDelivery.subscription_id == sub_id).order_by(WebhookDelivery.id.desc()).limit(limit)
     ).tuples().all()  # fmt: skip
     return [{"id": d.id, "event_id": d.event_id, "event_type": t, "status": d.status, "attempts": d.attempts,
-             "next_attempt_at": d.next_attempt_at, "delivered_at": d.delivered_at, "last_error": d.last_error}
+             "next_attempt_at": d.next_attempt_at if d.status == "pending" else None, "delivered_at": d.delivered_at, "last_error": d.last_error}
             for d, t in rows]  # fmt: skip
 
 
@@ -242,6 +244,7 @@ def record_attempt(
         sub.disabled_reason = (
             f"disabled after {sub.consecutive_failures} consecutive failures: {delivery.last_error}"
         )
+        return "disabled"  # this attempt's failure disabled the subscription: send it nothing more
     return delivery.status
 
 

@@ -57,11 +57,14 @@ def deliver_webhooks(app: Flask) -> dict[str, Any]:
     deadline = time.monotonic() + float(app.config["WEBHOOK_BUDGET_S"])
     outcome: dict[str, int] = {}
     attempted = 0
+    unsent: list[int] = []
+    disabled: set[int] = set()
     client = http.session()
     try:
         for d in due:
-            if time.monotonic() >= deadline:
-                break
+            if d.subscription_id in disabled or time.monotonic() >= deadline:
+                unsent.append(d.delivery_id)
+                continue
             ts = int(time.time())
             headers = {
                 "Content-Type": "application/json",
@@ -95,9 +98,12 @@ def deliver_webhooks(app: Flask) -> dict[str, Any]:
             )
             attempted += 1
             outcome[result] = outcome.get(result, 0) + 1
+            if result == "disabled":
+                disabled.add(d.subscription_id)
     finally:
         client.close()
-    unsent = [d.delivery_id for d in due[attempted:]]
-    if unsent:  # out of budget: let the next run have them now rather than when the claim lapses
+    if (
+        unsent
+    ):  # out of budget or disabled: due again now (for a live subscription), not when the claim lapses
         transaction(factory, lambda s: webhooks.release(s, unsent, utcnow(), claimed_until=until))
     return {"fanned_out": created, "attempted": attempted, "deferred": len(unsent), **outcome}

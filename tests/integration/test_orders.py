@@ -706,3 +706,22 @@ def test_staff_record_returns_only_at_their_own_stores(
     )
     assert mine.status_code == 200, mine.json
     verify(app)
+
+
+def test_cancelling_some_lines_is_its_own_event_and_the_last_lines_cancel_the_order(
+    ops: Api, storefront: Api, shop: None
+) -> None:
+    o = order(storefront, [("TEE", 2)]).json
+
+    def types() -> list[str]:
+        return [
+            e["type"]
+            for e in ops.get("/api/v1/events").json["items"]
+            if e["payload"].get("order_id") == o["id"]
+        ]
+
+    storefront.post(f"/api/v1/orders/{o['id']}/cancel", {"lines": [{"sku": "TEE", "qty": 1}]})
+    assert "order.lines_cancelled" in types() and "order.cancelled" not in types()
+    storefront.post(f"/api/v1/orders/{o['id']}/cancel", {"lines": [{"sku": "TEE", "qty": 1}]})
+    assert storefront.get(f"/api/v1/orders/{o['id']}").json["status"] == "cancelled"
+    assert types().count("order.cancelled") == 1

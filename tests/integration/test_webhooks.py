@@ -312,3 +312,36 @@ def test_backoff_doubles_from_five_seconds_to_an_hour_and_honours_a_longer_retry
     assert webhooks.backoff(3, 120).total_seconds() == 120  # the receiver asked for longer
     assert webhooks.backoff(3, 2).total_seconds() == 20  # a shorter Retry-After does not hurry us
     assert webhooks.backoff(1, 86_400).total_seconds() == 3600  # nor can it park us past the cap
+
+
+def test_a_subscription_disabled_mid_run_is_sent_nothing_more_in_that_run(
+    app: Flask, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhooks, "DISABLE_AFTER_FAILURES", 3)
+    httpserver.expect_request("/hook").respond_with_data("no", status=500)
+    sub_id = _subscribe(app, httpserver.url_for("/hook"))
+    _emit(app, 5)
+    detail = deliver(app)
+    assert (detail["attempted"], detail["disabled"], detail["deferred"]) == (3, 1, 2)
+    assert len(httpserver.log) == 3
+    with read_only(app.extensions["session_factory"]) as s:
+        sub = s.get(WebhookSubscription, sub_id)
+        assert sub is not None
+        assert (sub.active, sub.consecutive_failures) == (False, 3)
+        assert s.query(WebhookAttempt).count() == 3
+
+
+def test_webhook_urls_need_a_host_and_deliveries_of_an_unknown_subscription_are_404(
+    app: Flask, ops: Api, storefront: Api, shop: None, httpserver: HTTPServer
+) -> None:
+    r = ops.post("/api/v1/webhooks", {"url": "http://", "secret": SECRET, "event_types": ["*"]})
+    assert (r.status_code, r.json["errors"][0]["field"]) == (422, "url")
+    assert ops.get("/api/v1/webhooks/999/deliveries").status_code == 404
+    httpserver.expect_request("/hook").respond_with_data("ok")
+    sub = ops.post(
+        "/api/v1/webhooks", {"url": httpserver.url_for("/hook"), "secret": SECRET, "event_types": ["*"]}
+    ).json
+    place(storefront)
+    deliver(app)
+    items = ops.get(f"/api/v1/webhooks/{sub['id']}/deliveries").json["items"]
+    assert items and all((d["status"], d["next_attempt_at"]) == ("delivered", None) for d in items)
