@@ -623,10 +623,14 @@ class EventOut(BaseModel):
 
 
 class EventQuery(Strict):
-    after: int | None = Field(None, ge=0)
+    cursor: str | None = Field(None, description="next_cursor of the previous page: where to go on from")
+    after: int | None = Field(None, ge=0, description="Start after this event id (when no cursor)")
     type: str | None = None
     limit: int | None = Field(None, ge=1, le=1000)
 
 
 class EventPage(BaseModel):
     items: list[EventOut]
+    next_cursor: str | None = Field(
+        description="Give it back as cursor to get what follows (also when this page is empty)"
+    )

@@ -5,11 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from flask_openapi3 import APIBlueprint, Tag
-from sqlalchemy import select
 
 from app.db import read_only, transaction
-from app.models import OutboxEvent
-from app.routes.common import API_PREFIX, SECURITY, ApiResult, page_limit, roles, session_factory
+from app.domain.errors import InvalidInput
+from app.routes.common import (
+    API_PREFIX,
+    SECURITY,
+    ApiResult,
+    decode_cursor,
+    encode_cursor,
+    page_limit,
+    roles,
+    session_factory,
+)
 from app.schemas import (
     DeliveryList,
     EventPage,
@@ -77,13 +85,15 @@ def webhook_deliveries(path: WebhookPath) -> ApiResult:
 @bp.get("/events", responses={200: EventPage, **ERRORS})
 @roles("ops")
 def list_events(query: EventQuery) -> ApiResult:
-    """Outbox events after a given id, oldest first."""
-    stmt = select(OutboxEvent).order_by(OutboxEvent.id).limit(page_limit(query.limit))
-    if query.after is not None:
-        stmt = stmt.where(OutboxEvent.id > query.after)
-    if query.type:
-        stmt = stmt.where(OutboxEvent.type == query.type)
+    """Events oldest first, from next_cursor (or after an event id); keep polling with next_cursor."""
+    after = decode_cursor(query.cursor)
+    if after is not None and not (
+        isinstance(after, list) and len(after) == 2 and all(type(x) is int and x >= 0 for x in after)
+    ):
+        raise InvalidInput("bad cursor", [{"field": "cursor", "message": "not a cursor this API gave"}])
     with read_only(session_factory()) as s:
-        items = [{"id": e.id, "type": e.type, "order_id": e.order_id, "fulfilment_id": e.fulfilment_id,
-                  "payload": e.payload, "created_at": e.created_at} for e in s.scalars(stmt)]  # fmt: skip
-    return {"items": items}
+        items, reached = webhooks.list_events(
+            s, after=tuple(after) if after else None, after_id=query.after, type_=query.type,
+            limit=page_limit(query.limit),
+        )  # fmt: skip
+    return {"items": items, "next_cursor": encode_cursor(list(reached)) if reached else None}

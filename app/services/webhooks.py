@@ -50,6 +50,34 @@ def _finished_below(session: Session) -> int | None:
     return int(session.scalar(text("SELECT (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")))
 
 
+def list_events(
+    session: Session, *, after: tuple[int, int] | None, after_id: int | None, type_: str | None, limit: int
+) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
+    """Settled events in the order they became final, after a position; and the position reached.
+
+    Polling by id alone would skip an event whose transaction commits after a later id was read
+    (ids are drawn before commit), so readers walk (txid, id) like the fan-out, and on PostgreSQL
+    only events of transactions that have all ended are shown.
+    """
+    if after is None and after_id is not None:
+        txid = session.scalar(select(OutboxEvent.txid).where(OutboxEvent.id == after_id))
+        after = (int(txid), after_id) if txid is not None else (0, after_id)
+    stmt = select(OutboxEvent).order_by(OutboxEvent.txid, OutboxEvent.id).limit(limit)
+    if after is not None:
+        mark = tuple_(literal(after[0], BigInteger), literal(after[1], BigInteger))
+        stmt = stmt.where(tuple_(OutboxEvent.txid, OutboxEvent.id) > mark)
+    horizon = _finished_below(session)
+    if horizon is not None:
+        stmt = stmt.where(OutboxEvent.txid < horizon)
+    if type_:
+        stmt = stmt.where(OutboxEvent.type == type_)
+    rows = list(session.scalars(stmt))
+    items = [{"id": e.id, "type": e.type, "order_id": e.order_id, "fulfilment_id": e.fulfilment_id,
+              "payload": e.payload, "created_at": e.created_at} for e in rows]  # fmt: skip
+    reached = (rows[-1].txid, rows[-1].id) if rows else after
+    return items, reached
+
+
 def create(session: Session, *, url: str, secret: str, event_types: list[str]) -> dict[str, Any]:
     """Subscribe an endpoint to event types; it receives events from now on."""
     _check_types(event_types)

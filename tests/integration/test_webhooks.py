@@ -345,3 +345,40 @@ def test_webhook_urls_need_a_host_and_deliveries_of_an_unknown_subscription_are_
     deliver(app)
     items = ops.get(f"/api/v1/webhooks/{sub['id']}/deliveries").json["items"]
     assert items and all((d["status"], d["next_attempt_at"]) == ("delivered", None) for d in items)
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])
+def test_polling_events_never_skips_one_that_commits_late(app: Flask, ops: Api) -> None:
+    factory = app.extensions["session_factory"]
+    _emit(app, 1)
+    first = ops.get("/api/v1/events").json
+    assert [e["payload"]["n"] for e in first["items"]] == [0]
+    slow = factory()  # T1: takes the smaller id, then stays open
+    try:
+        events.emit(slow, [{"type": "order.created", "payload": {"n": 1}}])
+        with unit_of_work(factory) as s:  # T2: a larger id, committed first
+            events.emit(s, [{"type": "order.created", "payload": {"n": 2}}])
+        # An id-ordered reader would now see n=2 and move past n=1 for good; this one waits.
+        meanwhile = ops.get("/api/v1/events", query_string={"cursor": first["next_cursor"]}).json
+        assert meanwhile["items"] == []
+        assert meanwhile["next_cursor"] == first["next_cursor"]
+        slow.commit()
+    finally:
+        slow.close()
+    rest = ops.get("/api/v1/events", query_string={"cursor": first["next_cursor"]}).json
+    assert sorted(e["payload"]["n"] for e in rest["items"]) == [1, 2]
+
+
+def test_events_page_on_with_their_cursor_and_refuse_a_foreign_one(app: Flask, ops: Api) -> None:
+    _emit(app, 5)
+    seen: list[int] = []
+    page = ops.get("/api/v1/events", query_string={"limit": 2}).json
+    while page["items"]:
+        seen += [e["payload"]["n"] for e in page["items"]]
+        page = ops.get("/api/v1/events", query_string={"limit": 2, "cursor": page["next_cursor"]}).json
+    assert seen == [0, 1, 2, 3, 4]
+    first_id = ops.get("/api/v1/events", query_string={"limit": 1}).json["items"][0]["id"]
+    after_first = ops.get("/api/v1/events", query_string={"after": first_id}).json["items"]
+    assert [e["payload"]["n"] for e in after_first] == [1, 2, 3, 4]
+    bad = ops.get("/api/v1/events", query_string={"cursor": "eyJhIjoxfQ"})
+    assert (bad.status_code, bad.json["errors"][0]["field"]) == (422, "cursor")
