@@ -49,3 +49,10 @@ WEBHOOK_TIMEOUT_S = 5.0
 WEBHOOK_BATCH = 200
 WEBHOOK_CLAIM_S = 600
 WEBHOOK_BUDGET_S = 240
+
+# Retention (the prune-history job, hourly). Events older than this that every active webhook
+# subscription has passed and no delivery still owes are deleted with their finished deliveries;
+# a subscription disabled for longer than this does not get the pruned events when revived.
+EVENT_RETENTION_DAYS = 30
+# Job runs (deliver-webhooks alone records one every 5 s).
+JOB_RUN_RETENTION_DAYS = 14

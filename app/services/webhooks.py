@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import BigInteger, func, insert, literal, select, text, tuple_, update
+from sqlalchemy import delete as sql_delete
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -284,3 +285,40 @@ def pending_count(session: Session) -> int:
         )
         or 0
     )
+
+
+def prune(session: Session, now: datetime, *, keep_days: int, batch: int = 5000) -> dict[str, int]:
+    """Events past the retention that every active subscription has passed and that no delivery
+    still owes go, with their finished deliveries and attempts (oldest first, a batch per call)."""
+    cutoff = now - timedelta(days=keep_days)
+    stmt = (
+        select(OutboxEvent.id)
+        .where(OutboxEvent.created_at < cutoff)
+        .where(~select(WebhookDelivery.id).where(WebhookDelivery.event_id == OutboxEvent.id,
+                                                 WebhookDelivery.status == "pending").exists())
+        .order_by(OutboxEvent.txid, OutboxEvent.id)
+        .limit(batch)
+    )  # fmt: skip
+    marks = session.execute(
+        select(WebhookSubscription.last_event_txid, WebhookSubscription.last_event_id).where(
+            WebhookSubscription.active
+        )
+    ).all()
+    if marks:
+        # Not past a live subscription's position: the fan-out has yet to look at those.
+        txid, eid = min((int(t), int(i)) for t, i in marks)
+        stmt = stmt.where(
+            tuple_(OutboxEvent.txid, OutboxEvent.id)
+            <= tuple_(literal(txid, BigInteger), literal(eid, BigInteger))
+        )
+    ids = list(session.scalars(stmt))
+    if not ids:
+        return {"events": 0, "deliveries": 0}
+    done = select(WebhookDelivery.id).where(WebhookDelivery.event_id.in_(ids))
+    session.execute(sql_delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(done)))
+    gone = session.scalar(
+        select(func.count()).select_from(WebhookDelivery).where(WebhookDelivery.event_id.in_(ids))
+    )
+    session.execute(sql_delete(WebhookDelivery).where(WebhookDelivery.event_id.in_(ids)))
+    session.execute(sql_delete(OutboxEvent).where(OutboxEvent.id.in_(ids)))
+    return {"events": len(ids), "deliveries": int(gone or 0)}

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
 import requests
 from flask import Flask
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from app.db import transaction, utcnow
+from app.models import JobRun
 from app.services import webhooks
 from app.sync import http
 
@@ -107,3 +109,39 @@ def deliver_webhooks(app: Flask) -> dict[str, Any]:
     ):  # out of budget or disabled: due again now (for a live subscription), not when the claim lapses
         transaction(factory, lambda s: webhooks.release(s, unsent, utcnow(), claimed_until=until))
     return {"fanned_out": created, "attempted": attempted, "deferred": len(unsent), **outcome}
+
+
+def prune_history(app: Flask) -> dict[str, Any]:
+    """Keep the outbox and the job log bounded: drop what is past its retention, a batch per pass."""
+    factory = app.extensions["session_factory"]
+    now = utcnow()
+    totals = {"events": 0, "deliveries": 0, "job_runs": 0}
+    for _ in range(20):  # bounded work per run; the next run goes on
+        step = transaction(
+            factory, lambda s: webhooks.prune(s, now, keep_days=int(app.config["EVENT_RETENTION_DAYS"]))
+        )
+        runs = transaction(
+            factory, lambda s: prune_job_runs(s, now, keep_days=int(app.config["JOB_RUN_RETENTION_DAYS"]))
+        )
+        totals["events"] += step["events"]
+        totals["deliveries"] += step["deliveries"]
+        totals["job_runs"] += runs
+        if not step["events"] and not runs:
+            break
+    return totals
+
+
+def prune_job_runs(session: Session, now: datetime, *, keep_days: int, batch: int = 5000) -> int:
+    """Job runs that started before the retention go (oldest first, a batch per call)."""
+    cutoff = now - timedelta(days=keep_days)
+    ids = list(
+        session.scalars(
+            select(JobRun.id)
+            .where(JobRun.started_at < cutoff, JobRun.status != "running")
+            .order_by(JobRun.id)
+            .limit(batch)
+        )
+    )
+    if ids:
+        session.execute(delete(JobRun).where(JobRun.id.in_(ids)))
+    return len(ids)

@@ -40,6 +40,7 @@ JOBS: tuple[Job, ...] = (
     Job(
         "deliver-webhooks", jobs.deliver_webhooks, 5, description="send outbox events to webhook subscribers"
     ),
+    Job("prune-history", jobs.prune_history, 3600, description="drop old delivered events and job runs"),
 )
 
 

@@ -382,3 +382,32 @@ def test_events_page_on_with_their_cursor_and_refuse_a_foreign_one(app: Flask, o
     assert [e["payload"]["n"] for e in after_first] == [1, 2, 3, 4]
     bad = ops.get("/api/v1/events", query_string={"cursor": "eyJhIjoxfQ"})
     assert (bad.status_code, bad.json["errors"][0]["field"]) == (422, "cursor")
+
+
+def test_history_past_its_retention_is_pruned_but_nothing_still_owed(
+    app: Flask, httpserver: HTTPServer
+) -> None:
+    factory = app.extensions["session_factory"]
+    httpserver.expect_request("/ok").respond_with_data("ok")
+    sub_ok = _subscribe(app, httpserver.url_for("/ok"))
+    _emit(app, 3)
+    deliver(app)  # three delivered
+    dead = _subscribe(app)  # 127.0.0.1:9: nothing listens there
+    _emit(app, 2)
+    deliver(app)  # two more: delivered to sub_ok, still owed to the dead endpoint
+    with unit_of_work(factory) as s:
+        s.execute(update(OutboxEvent).values(created_at=utcnow() - timedelta(days=31)))
+        s.execute(update(JobRun).values(started_at=utcnow() - timedelta(days=15)))
+    result = run_job(app, job_by_id("prune-history"))
+    assert result is not None and result["status"] == "succeeded", result
+    assert result["detail"]["events"] == 3
+    with read_only(factory) as s:
+        left = s.execute(select(OutboxEvent.payload)).scalars().all()
+        assert sorted(p["n"] for p in left) == [0, 1]  # the two the dead endpoint is still owed
+        owed = s.scalar(
+            select(func.count()).select_from(WebhookDelivery).where(WebhookDelivery.subscription_id == dead)
+        )
+        assert owed == 2
+        assert s.scalar(select(func.count()).select_from(WebhookAttempt)) == 4  # 2 to sub_ok, 2 failed
+        assert {r.job for r in s.scalars(select(JobRun))} == {"prune-history"}  # only the run just made
+    assert sub_ok != dead
