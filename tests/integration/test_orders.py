@@ -43,6 +43,49 @@ def avail(api: Api, sku: str) -> dict[str, int]:
     return {loc["location"]: loc["available"] for loc in r.json["items"][0]["locations"]}
 
 
+def shipped(ops: Api, storefront: Api, lines: list[tuple[str, int]]) -> Any:
+    """An order placed, picked and shipped (one fulfilment): ready for returns."""
+    o = order(storefront, lines).json
+    fid = o["fulfilments"][0]["id"]
+    for step in ("pick", "ship"):
+        assert ops.post(f"/api/v1/fulfilments/{fid}/{step}").status_code == 200
+    return o
+
+
+def deliver_transfer(ops: Api, fid: int) -> None:
+    """A transfer travels: picked, shipped, received at its pickup store."""
+    for step in ("pick", "ship", "receive"):
+        assert ops.post(f"/api/v1/fulfilments/{fid}/{step}").status_code == 200
+
+
+def held(ops: Api, fid: int) -> set[tuple[str, int, int]]:
+    """(sku, reserved, awaiting) of each line of a fulfilment."""
+    return {
+        (ln["sku"], ln["reserved"], ln["awaiting"])
+        for ln in ops.get(f"/api/v1/fulfilments/{fid}").json["lines"]
+    }
+
+
+def mugs_by_transfer(storefront: Api) -> tuple[Any, dict[str, Any]]:
+    """A pickup at ST-A: its own TEEs, and MUGs on a transfer from the nearer ST-B."""
+    r = order(storefront, [("TEE", 2), ("MUG", 2)], {"type": "pickup", "location": "ST-A"})
+    fs = {f["type"]: f for f in r.json["fulfilments"]}
+    assert fs["transfer"]["location"] == "ST-B"
+    return r.json, fs
+
+
+def receive_units(ops: Api, sku: str, location: str, qty: int) -> None:
+    r = ops.post(
+        "/api/v1/stock/movements",
+        {"movements": [{"kind": "receipt", "sku": sku, "location": location, "qty": qty}]},
+    )
+    assert r.status_code == 201, r.json
+
+
+def risk_flags(api: Api, order_id: int) -> dict[str, bool]:
+    return {f["type"]: f["at_risk"] for f in api.get(f"/api/v1/orders/{order_id}").json["fulfilments"]}
+
+
 def verify(app: Flask) -> None:
     result = app.test_cli_runner().invoke(args=["ledger", "verify"])
     assert result.exit_code == 0, result.output
@@ -108,15 +151,10 @@ def test_pickup_short_of_stock_is_topped_up_by_a_transfer_shown_as_incoming(
     assert levels[0]["incoming"] == 2
     # The transfer travels: picked, shipped, received; then the units are reserved for the pickup.
     tid = fs["transfer"]["id"]
-    for step in ("pick", "ship", "receive"):
-        assert ops.post(f"/api/v1/fulfilments/{tid}/{step}").status_code == 200
+    deliver_transfer(ops, tid)
     level = ops.get("/api/v1/stock/levels", query_string={"sku": "MUG", "location": "ST-A"}).json["items"][0]
     assert (level["on_hand"], level["reserved"], level["incoming"]) == (2, 2, 0)
-    pickup = ops.get(f"/api/v1/fulfilments/{fs['pickup']['id']}").json
-    assert {(ln["sku"], ln["reserved"], ln["awaiting"]) for ln in pickup["lines"]} == {
-        ("TEE", 2, 0),
-        ("MUG", 2, 0),
-    }
+    assert held(ops, fs["pickup"]["id"]) == {("TEE", 2, 0), ("MUG", 2, 0)}
     verify(app)
 
 
@@ -236,10 +274,7 @@ def test_cancelling_releases_reservations_whole_or_by_line(app: Flask, storefron
 def test_returns_restock_resellable_units_at_the_chosen_location(
     app: Flask, ops: Api, storefront: Api, shop: None
 ) -> None:
-    o = order(storefront, [("TEE", 2)]).json
-    fid = o["fulfilments"][0]["id"]
-    ops.post(f"/api/v1/fulfilments/{fid}/pick")
-    ops.post(f"/api/v1/fulfilments/{fid}/ship")
+    o = shipped(ops, storefront, [("TEE", 2)])
     r = ops.post(f"/api/v1/orders/{o['id']}/returns", {"location": "ST-B", "lines": [
         {"sku": "TEE", "qty": 1}, {"sku": "TEE", "qty": 1, "resellable": False}]})  # fmt: skip
     assert r.status_code == 200, r.json
@@ -490,8 +525,7 @@ def test_collecting_a_pickup_moves_the_ledger_and_ready_waits_for_transfers(
     with pytest.raises(InvalidTransition) as refused:
         transaction(factory, lambda s: orders.transition(s, pid, Status.READY_FOR_PICKUP))
     assert refused.value.details["awaiting"] == [{"sku": "MUG", "qty": 1}]
-    for step in ("pick", "ship", "receive"):
-        assert ops.post(f"/api/v1/fulfilments/{fs['transfer']['id']}/{step}").status_code == 200
+    deliver_transfer(ops, fs["transfer"]["id"])
     transaction(factory, lambda s: orders.transition(s, pid, Status.READY_FOR_PICKUP))
     done = transaction(factory, lambda s: orders.transition(s, pid, Status.COLLECTED))
     assert {(ln["sku"], ln["reserved"], ln["done"]) for ln in done["lines"]} == {("TEE", 0, 2), ("MUG", 0, 1)}
@@ -604,15 +638,9 @@ def test_stock_that_comes_back_clears_the_at_risk_flag(
         return bool(storefront.get(f"/api/v1/orders/{o['id']}").json["fulfilments"][0]["at_risk"])
 
     assert at_risk()
-    ops.post(
-        "/api/v1/stock/movements",
-        {"movements": [{"kind": "receipt", "sku": "CAP", "location": "ST-C", "qty": 1}]},
-    )
+    receive_units(ops, "CAP", "ST-C", 1)
     assert at_risk()  # on_hand 2 still short of the 3 reserved
-    ops.post(
-        "/api/v1/stock/movements",
-        {"movements": [{"kind": "receipt", "sku": "CAP", "location": "ST-C", "qty": 1}]},
-    )
+    receive_units(ops, "CAP", "ST-C", 1)
     assert not at_risk()
     verify(app)
 
@@ -620,34 +648,20 @@ def test_stock_that_comes_back_clears_the_at_risk_flag(
 def test_a_pickup_flagged_for_a_short_transfer_clears_when_the_transfer_is_whole(
     app: Flask, ops: Api, storefront: Api, shop: None
 ) -> None:
-    r = order(storefront, [("TEE", 2), ("MUG", 2)], {"type": "pickup", "location": "ST-A"})
-    fs = {f["type"]: f for f in r.json["fulfilments"]}
-    assert fs["transfer"]["location"] == "ST-B"  # MUG comes from the nearer store
+    placed, _ = mugs_by_transfer(storefront)
     ops.post("/api/v1/stock/movements", {"movements": [
         {"kind": "count", "sku": "MUG", "location": "ST-B", "qty": 0, "source": "count", "external_ref": "c-9"},
         {"kind": "count", "sku": "MUG", "location": "WH", "qty": 0, "source": "count", "external_ref": "c-10"}]})  # fmt: skip
-    flags = {
-        f["type"]: f["at_risk"] for f in storefront.get(f"/api/v1/orders/{r.json['id']}").json["fulfilments"]
-    }
-    assert flags == {"pickup": True, "transfer": True}
-    ops.post(
-        "/api/v1/stock/movements",
-        {"movements": [{"kind": "receipt", "sku": "MUG", "location": "ST-B", "qty": 2}]},
-    )
-    flags = {
-        f["type"]: f["at_risk"] for f in storefront.get(f"/api/v1/orders/{r.json['id']}").json["fulfilments"]
-    }
-    assert flags == {"pickup": False, "transfer": False}
+    assert risk_flags(storefront, placed["id"]) == {"pickup": True, "transfer": True}
+    receive_units(ops, "MUG", "ST-B", 2)
+    assert risk_flags(storefront, placed["id"]) == {"pickup": False, "transfer": False}
     verify(app)
 
 
 def test_a_return_sent_again_answers_the_same_and_other_lines_under_its_reference_are_refused(
     app: Flask, ops: Api, storefront: Api, shop: None
 ) -> None:
-    o = order(storefront, [("TEE", 3)]).json
-    fid = o["fulfilments"][0]["id"]
-    ops.post(f"/api/v1/fulfilments/{fid}/pick")
-    ops.post(f"/api/v1/fulfilments/{fid}/ship")
+    o = shipped(ops, storefront, [("TEE", 3)])
     body = {"location": "ST-B", "external_ref": "rma-1",
             "lines": [{"sku": "TEE", "qty": 1}, {"sku": "TEE", "qty": 1, "resellable": False}]}  # fmt: skip
     first = ops.post(f"/api/v1/orders/{o['id']}/returns", body)
@@ -664,13 +678,11 @@ def test_a_return_sent_again_answers_the_same_and_other_lines_under_its_referenc
 def test_a_short_transfer_is_resourced_from_another_location_for_its_pickup(
     app: Flask, ops: Api, storefront: Api, shop: None
 ) -> None:
-    r = order(storefront, [("TEE", 2), ("MUG", 2)], {"type": "pickup", "location": "ST-A"})
-    fs = {f["type"]: f for f in r.json["fulfilments"]}
-    assert fs["transfer"]["location"] == "ST-B"
+    placed, _ = mugs_by_transfer(storefront)
     moved = ops.post("/api/v1/stock/movements", {"movements": [
         {"kind": "sale", "sku": "MUG", "location": "ST-B", "qty": 3, "source": "pos", "external_ref": "till-7"}]})  # fmt: skip
     assert moved.json["shortages"][0]["rerouted_to"] == "WH"
-    now = storefront.get(f"/api/v1/orders/{r.json['id']}").json
+    now = storefront.get(f"/api/v1/orders/{placed['id']}").json
     by = {(f["type"], f["location"]): f for f in now["fulfilments"]}
     assert by[("transfer", "ST-B")]["status"] == "cancelled"
     new = by[("transfer", "WH")]
@@ -678,23 +690,15 @@ def test_a_short_transfer_is_resourced_from_another_location_for_its_pickup(
     assert not by[("pickup", "ST-A")]["at_risk"]
     level = ops.get("/api/v1/stock/levels", query_string={"sku": "MUG", "location": "ST-A"}).json["items"][0]
     assert level["incoming"] == 2  # one transfer's worth, not two
-    for step in ("pick", "ship", "receive"):
-        assert ops.post(f"/api/v1/fulfilments/{new['id']}/{step}").status_code == 200
-    pickup = ops.get(f"/api/v1/fulfilments/{by[('pickup', 'ST-A')]['id']}").json
-    assert {(ln["sku"], ln["reserved"], ln["awaiting"]) for ln in pickup["lines"]} == {
-        ("TEE", 2, 0),
-        ("MUG", 2, 0),
-    }
+    deliver_transfer(ops, new["id"])
+    assert held(ops, by[("pickup", "ST-A")]["id"]) == {("TEE", 2, 0), ("MUG", 2, 0)}
     verify(app)
 
 
 def test_staff_record_returns_only_at_their_own_stores(
     app: Flask, client: Any, make_key: Callable[..., str], ops: Api, storefront: Api, shop: None
 ) -> None:
-    o = order(storefront, [("TEE", 2)]).json
-    fid = o["fulfilments"][0]["id"]
-    ops.post(f"/api/v1/fulfilments/{fid}/pick")
-    ops.post(f"/api/v1/fulfilments/{fid}/ship")
+    o = shipped(ops, storefront, [("TEE", 2)])
     staff = Api(client, make_key("staff", ("ST-A",)))
     elsewhere = staff.post(
         f"/api/v1/orders/{o['id']}/returns", {"location": "ST-B", "lines": [{"sku": "TEE", "qty": 1}]}
