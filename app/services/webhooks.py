@@ -288,17 +288,23 @@ def pending_count(session: Session) -> int:
 
 
 def prune(session: Session, now: datetime, *, keep_days: int, batch: int = 5000) -> dict[str, int]:
-    """Events past the retention that every active subscription has passed and that no delivery
-    still owes go, with their finished deliveries and attempts (oldest first, a batch per call)."""
+    """Events past the retention that every active subscription has passed and that no active
+    subscription is still owed go, with their deliveries and attempts (oldest first, a batch per call)."""
     cutoff = now - timedelta(days=keep_days)
+    owed = (
+        select(WebhookDelivery.id)
+        .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
+        .where(WebhookDelivery.event_id == OutboxEvent.id, WebhookDelivery.status == "pending",
+               WebhookSubscription.active)
+        .exists()
+    )  # fmt: skip
+    # The oldest events first, along the (txid, id) index: a bounded read however large the
+    # table, stopping at the first event still inside the retention.
     stmt = (
-        select(OutboxEvent.id)
-        .where(OutboxEvent.created_at < cutoff)
-        .where(~select(WebhookDelivery.id).where(WebhookDelivery.event_id == OutboxEvent.id,
-                                                 WebhookDelivery.status == "pending").exists())
+        select(OutboxEvent.id, OutboxEvent.created_at, owed)
         .order_by(OutboxEvent.txid, OutboxEvent.id)
         .limit(batch)
-    )  # fmt: skip
+    )
     marks = session.execute(
         select(WebhookSubscription.last_event_txid, WebhookSubscription.last_event_id).where(
             WebhookSubscription.active
@@ -311,14 +317,19 @@ def prune(session: Session, now: datetime, *, keep_days: int, batch: int = 5000)
             tuple_(OutboxEvent.txid, OutboxEvent.id)
             <= tuple_(literal(txid, BigInteger), literal(eid, BigInteger))
         )
-    ids = list(session.scalars(stmt))
+    ids = []
+    for eid, created, still_owed in session.execute(stmt):
+        if created >= cutoff:
+            break
+        if not still_owed:
+            ids.append(eid)
     if not ids:
         return {"events": 0, "deliveries": 0}
     done = select(WebhookDelivery.id).where(WebhookDelivery.event_id.in_(ids))
-    session.execute(sql_delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(done)))
     gone = session.scalar(
         select(func.count()).select_from(WebhookDelivery).where(WebhookDelivery.event_id.in_(ids))
     )
+    session.execute(sql_delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(done)))
     session.execute(sql_delete(WebhookDelivery).where(WebhookDelivery.event_id.in_(ids)))
     session.execute(sql_delete(OutboxEvent).where(OutboxEvent.id.in_(ids)))
     return {"events": len(ids), "deliveries": int(gone or 0)}
