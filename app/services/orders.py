@@ -28,7 +28,7 @@ from app.domain.errors import (
     NotFound,
 )
 from app.domain.fulfilment import Status
-from app.domain.ledger import Deltas, Kind
+from app.domain.ledger import Deltas, Kind, free_units
 from app.models import (
     Channel,
     Fulfilment,
@@ -295,8 +295,8 @@ def load_candidates(
                 "serves": bool(serves), "stock": {}, "used": used,
             }  # fmt: skip
         if sku_id is not None:
-            safety = (dsafe if override is None else override) if ctx.online else 0
-            entry["stock"][code_of[sku_id]] = max(on_hand - reserved - safety, 0)
+            safety = dsafe if override is None else override
+            entry["stock"][code_of[sku_id]] = free_units(on_hand, reserved, safety, online=ctx.online)
     out = []
     for lid, e in info.items():
         ctx.locations[e["code"]] = _Loc(lid, e["code"], e["tz"], e["cap"], e["dsafe"])

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.domain.ledger import free_units
 from app.domain.routing import (
     DEFAULT_CRITERIA,
     Candidate,
@@ -366,3 +367,41 @@ def test_haversine_is_a_symmetric_bounded_distance(
     d = haversine_km(lat1, lon1, lat2, lon2)
     assert 0.0 <= d <= 20_016.0  # half the Earth's circumference
     assert abs(d - haversine_km(lat2, lon2, lat1, lon1)) < 1e-6
+
+
+@PROPERTY
+@given(
+    levels=st.dictionaries(
+        st.sampled_from(CODES),
+        st.fixed_dictionaries(
+            {s: st.tuples(st.integers(-3, 8), st.integers(0, 6), st.integers(0, 4)) for s in SKUS}
+        ),
+        min_size=1,
+    ),
+    lines=st.lists(
+        st.tuples(st.sampled_from(SKUS), st.integers(1, 6)), min_size=1, max_size=3, unique_by=lambda x: x[0]
+    ),
+    online=st.booleans(),
+    split=st.booleans(),
+    partial=st.booleans(),
+)
+def test_online_orders_never_take_safety_stock_nor_reserved_units(
+    levels: dict[str, dict[str, tuple[int, int, int]]],
+    lines: list[tuple[str, int]],
+    online: bool,
+    split: bool,
+    partial: bool,
+) -> None:
+    # Candidates are built as the service builds them: free_units over (on_hand, reserved, safety).
+    cands = [
+        Candidate(code=code, lat=0.0, lon=0.01 * i, priority=1, remaining_capacity=None,
+                  stock={s: free_units(*lvl, online=online) for s, lvl in by_sku.items()},
+                  active=True, ships=True, pickup=True, serves_channel=True)
+        for i, (code, by_sku) in enumerate(sorted(levels.items()))
+    ]  # fmt: skip
+    request = RoutingRequest(tuple(Line(s, q) for s, q in lines), ShipTo(0.0, 0.0), split, partial)
+    decision = route(request, cands, RoutingPolicy(DEFAULT_CRITERIA, 3))
+    for allocation in decision.allocations:
+        for line in allocation.lines:
+            on_hand, reserved, safety = levels[allocation.location][line.sku]
+            assert line.qty <= on_hand - reserved - (safety if online else 0)
