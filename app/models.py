@@ -197,7 +197,8 @@ class Order(Base):
 
     __tablename__ = "orders"
     __table_args__ = (
-        UniqueConstraint("idempotency_key"),
+        # Keys and the storefront's own ids are unique per channel: storefronts pick them alone.
+        UniqueConstraint("channel_id", "idempotency_key"),
         UniqueConstraint("channel_id", "external_id"),
         CheckConstraint("delivery_type IN ('ship', 'pickup')", name="delivery_type_known"),
         Index("ix_orders_customer_ref_id", "customer_ref", "id"),

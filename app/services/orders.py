@@ -222,7 +222,7 @@ _CANDIDATES = """
 WITH head AS {materialized} (
     SELECT {ids} AS ids,
            (SELECT CAST(o.id AS TEXT) || ' ' || o.request_hash FROM orders o
-            WHERE o.idempotency_key = ? OR (o.channel_id = ? AND o.external_id = ?) LIMIT 1) AS prior
+            WHERE o.channel_id = ? AND (o.idempotency_key = ? OR o.external_id = ?) LIMIT 1) AS prior
 )
 SELECT l.id, l.code, l.lat, l.lon, l.priority, l.active, l.ships, l.pickup, l.daily_capacity,
        l.timezone, l.default_safety_stock, cl.location_id IS NOT NULL AS serves,
@@ -270,7 +270,7 @@ def load_candidates(
     external_id = placing.external_id if placing else None
     rows = raw.execute(
         _candidates_sql(len(sku_ids), raw.sqlite, placing is not None),
-        [key, ctx.channel_id, external_id, ctx.channel_id, *days, days[0], days[2], *sku_ids],
+        [ctx.channel_id, key, external_id, ctx.channel_id, *days, days[0], days[2], *sku_ids],
     )
     if rows:
         ids, prior = rows[0][-2], rows[0][-1]
@@ -557,7 +557,7 @@ def _replay(session: Session, prior: tuple[int, str], fingerprint: str) -> Place
     return Placed(get_order(session, prior_id), replayed=True)
 
 
-_IDEMPOTENCY_CONSTRAINTS = ("uq_orders_idempotency_key", "uq_orders_channel_id_external_id")
+_IDEMPOTENCY_CONSTRAINTS = ("uq_orders_channel_id_idempotency_key", "uq_orders_channel_id_external_id")
 
 
 def _idempotency_clash(error: exc.IntegrityError) -> bool:
@@ -566,7 +566,7 @@ def _idempotency_clash(error: exc.IntegrityError) -> bool:
     if name is not None:
         return name in _IDEMPOTENCY_CONSTRAINTS
     text = str(error.orig)  # SQLite names the columns instead
-    return "orders.idempotency_key" in text or "orders.channel_id, orders.external_id" in text
+    return "orders.channel_id, orders.idempotency_key" in text or "orders.channel_id, orders.external_id" in text
 
 
 def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datetime | None = None) -> Placed:

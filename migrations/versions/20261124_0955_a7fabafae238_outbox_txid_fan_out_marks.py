@@ -31,7 +31,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('last_event_txid', sa.BigInteger(), server_default='0', nullable=False))
     if postgresql:
         op.alter_column('outbox_events', 'txid', server_default=sa.text('(pg_current_xact_id()::text)::bigint'))
-        # The outbox is never pruned: build the index without blocking the order path's inserts.
+        # The outbox is large (weeks of events): build the index without blocking the order path's inserts.
         with op.get_context().autocommit_block():
             op.create_index('ix_outbox_events_txid_id', 'outbox_events', ['txid', 'id'], unique=False,
                             postgresql_concurrently=True)

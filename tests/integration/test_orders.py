@@ -729,3 +729,19 @@ def test_cancelling_some_lines_is_its_own_event_and_the_last_lines_cancel_the_or
     storefront.post(f"/api/v1/orders/{o['id']}/cancel", {"lines": [{"sku": "TEE", "qty": 1}]})
     assert storefront.get(f"/api/v1/orders/{o['id']}").json["status"] == "cancelled"
     assert types().count("order.cancelled") == 1
+
+
+def test_an_idempotency_key_belongs_to_its_channel(ops: Api, storefront: Api, shop: None) -> None:
+    ops.put("/api/v1/channels", {"code": "app", "name": "App", "locations": ["WH", "ST-A", "ST-B", "ST-C"]})
+    web = order(storefront, [("TEE", 1)], key="1001")
+    app_order = storefront.post(
+        "/api/v1/orders",
+        {"channel": "app", "lines": [{"sku": "MUG", "qty": 1}], "delivery": CENTRE},
+        headers={"Idempotency-Key": "1001"},
+    )
+    assert (web.status_code, app_order.status_code) == (201, 201), app_order.json
+    assert web.json["id"] != app_order.json["id"]
+    again = order(storefront, [("TEE", 1)], key="1001")
+    assert (again.status_code, again.json["id"]) == (200, web.json["id"])
+    other = order(storefront, [("TEE", 2)], key="1001")
+    assert (other.status_code, other.json["code"]) == (409, "idempotency_conflict")
