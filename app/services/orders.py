@@ -566,7 +566,9 @@ def _idempotency_clash(error: exc.IntegrityError) -> bool:
     if name is not None:
         return name in _IDEMPOTENCY_CONSTRAINTS
     text = str(error.orig)  # SQLite names the columns instead
-    return "orders.channel_id, orders.idempotency_key" in text or "orders.channel_id, orders.external_id" in text
+    return (
+        "orders.channel_id, orders.idempotency_key" in text or "orders.channel_id, orders.external_id" in text
+    )
 
 
 def place_order(session: Session, cmd: PlaceOrder, policy: Policy, *, now: datetime | None = None) -> Placed:
@@ -889,7 +891,8 @@ def transition(
     now = utcnow()
     _order_row(session, _peek_order(session, fid), lock=True)
     f = _fulfilment(session, fid)
-    _check_scope(f, scope)
+    # A transfer is received by the store it arrives at, everything else by the location acting.
+    _check_scope(f, scope, at=f.to_location_id if target is Status.RECEIVED else None)
     lifecycle.check_transition(f.type, f.status, target)
     if target is Status.CANCELLED and f.type == "transfer" and f.feeds_fulfilment_id is not None:
         fed = session.get(Fulfilment, f.feeds_fulfilment_id)
@@ -958,9 +961,9 @@ def _count_cancelled(session: Session, f: Fulfilment, lines: list[FulfilmentLine
         ol.cancelled += held[ol.sku_id]
 
 
-def _check_scope(f: Fulfilment, scope: frozenset[int] | None) -> None:
-    """Staff act only on fulfilments at their own locations."""
-    if scope is not None and f.location_id not in scope:
+def _check_scope(f: Fulfilment, scope: frozenset[int] | None, *, at: int | None = None) -> None:
+    """Staff act only on fulfilments at their own locations (`at`: where this step happens)."""
+    if scope is not None and (f.location_id if at is None else at) not in scope:
         raise Forbidden("this key is not for that location")
 
 
@@ -999,6 +1002,40 @@ def _release(session: Session, f: Fulfilment, lines: list[FulfilmentLine], now: 
         if loc is not None and loc.daily_capacity is not None:
             release_capacity(session, f.location_id, f.created_at.astimezone(ZoneInfo(loc.timezone)).date())
     return legs
+
+
+def _shrink_transfers(
+    session: Session, pickup: Fulfilment, sku_id: int, qty: int, now: datetime
+) -> tuple[list[Leg], list[dict[str, Any]]]:
+    """Units a pickup no longer awaits: transfers not yet on the road give them back (newest first);
+    units already travelling arrive as the store's own stock."""
+    legs: list[Leg] = []
+    evs: list[dict[str, Any]] = []
+    feeding = session.scalars(
+        select(Fulfilment).where(Fulfilment.feeds_fulfilment_id == pickup.id,
+                                 Fulfilment.status.in_([Status.ALLOCATED.value, Status.PICKING.value]))
+        .order_by(Fulfilment.id.desc()).with_for_update()
+    ).all()  # fmt: skip
+    for t in feeding:
+        t_lines = _lines(session, t.id)
+        for tl in t_lines:
+            take = min(qty, tl.reserved) if tl.sku_id == sku_id else 0
+            if not take:
+                continue
+            tl.reserved -= take
+            tl.cancelled += take
+            qty -= take
+            legs.append(Leg(Kind.RELEASE, sku_id, t.location_id, take, Deltas(reserved=-take),
+                            order_id=t.order_id, fulfilment_id=t.id))  # fmt: skip
+            if t.to_location_id is not None:
+                legs.append(Leg(Kind.TRANSFER_CANCELLED, sku_id, t.to_location_id, take, Deltas(incoming=-take),
+                                order_id=t.order_id, fulfilment_id=t.id))  # fmt: skip
+        if all(tl.reserved == 0 for tl in t_lines):
+            t.status, t.updated_at = Status.CANCELLED.value, now
+            evs.append(_event(t, "fulfilment.cancelled"))
+        if qty == 0:
+            break
+    return legs, evs
 
 
 def _receive_transfer(session: Session, f: Fulfilment, lines: list[FulfilmentLine]) -> list[Leg]:
@@ -1080,6 +1117,10 @@ def cancel_order(
                     fl.awaiting -= from_awaiting
                     fl.cancelled += from_awaiting
                     left -= from_awaiting
+                    if from_awaiting:
+                        more_legs, more_evs = _shrink_transfers(session, f, fl.sku_id, from_awaiting, now)
+                        legs += more_legs
+                        evs += more_evs
                     from_reserved = min(left, fl.reserved)
                     if from_reserved:
                         fl.reserved -= from_reserved

@@ -745,3 +745,43 @@ def test_an_idempotency_key_belongs_to_its_channel(ops: Api, storefront: Api, sh
     assert (again.status_code, again.json["id"]) == (200, web.json["id"])
     other = order(storefront, [("TEE", 2)], key="1001")
     assert (other.status_code, other.json["code"]) == (409, "idempotency_conflict")
+
+
+def test_cancelling_awaited_units_gives_back_the_transfer_bringing_them(
+    app: Flask, ops: Api, storefront: Api, shop: None
+) -> None:
+    placed, fs = mugs_by_transfer(storefront)
+
+    def mug_levels() -> tuple[int, int]:
+        st_b = ops.get("/api/v1/stock/levels", query_string={"sku": "MUG", "location": "ST-B"}).json["items"][
+            0
+        ]
+        st_a = ops.get("/api/v1/stock/levels", query_string={"sku": "MUG", "location": "ST-A"}).json["items"][
+            0
+        ]
+        return st_b["reserved"], st_a["incoming"]
+
+    assert mug_levels() == (2, 2)
+    storefront.post(f"/api/v1/orders/{placed['id']}/cancel", {"lines": [{"sku": "MUG", "qty": 1}]})
+    assert mug_levels() == (1, 1)
+    assert held(ops, fs["transfer"]["id"]) == {("MUG", 1, 0)}
+    storefront.post(f"/api/v1/orders/{placed['id']}/cancel", {"lines": [{"sku": "MUG", "qty": 1}]})
+    assert mug_levels() == (0, 0)
+    assert ops.get(f"/api/v1/fulfilments/{fs['transfer']['id']}").json["status"] == "cancelled"
+    after = storefront.get(f"/api/v1/orders/{placed['id']}").json
+    assert after["status"] == "allocated"  # the pickup of the TEEs goes on
+    verify(app)
+
+
+def test_a_transfer_is_received_by_staff_of_the_store_it_arrives_at(
+    app: Flask, client: Any, make_key: Callable[..., str], ops: Api, storefront: Api, shop: None
+) -> None:
+    _, fs = mugs_by_transfer(storefront)
+    tid = fs["transfer"]["id"]
+    sender, receiver = Api(client, make_key("staff", ("ST-B",))), Api(client, make_key("staff", ("ST-A",)))
+    assert receiver.post(f"/api/v1/fulfilments/{tid}/pick").status_code == 403
+    assert sender.post(f"/api/v1/fulfilments/{tid}/pick").status_code == 200
+    assert sender.post(f"/api/v1/fulfilments/{tid}/ship").status_code == 200
+    assert sender.post(f"/api/v1/fulfilments/{tid}/receive").status_code == 403
+    assert receiver.post(f"/api/v1/fulfilments/{tid}/receive").status_code == 200
+    verify(app)
