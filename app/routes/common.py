@@ -170,7 +170,8 @@ def _require_json_body() -> None:
         raise UnsupportedMedia("send the body as application/json")
     if request.get_json(silent=True) is None:
         if request.get_data().strip() == b"null":
-            raise BadJson("the body must be a JSON object, not null")
+            # Valid JSON of the wrong shape, like an array: a 422 on the body, not a 400.
+            raise InvalidInput("the body must be a JSON object", [{"field": "body", "message": "got null"}])
         raise BadJson("the body is not valid JSON")
 
 

@@ -624,7 +624,9 @@ def test_a_replay_answers_exactly_what_the_first_answer_said(
 
 def test_a_null_body_is_named_as_such(storefront: Api, shop: None) -> None:
     r = storefront.post("/api/v1/orders", None, data="null", content_type="application/json")
-    assert (r.status_code, r.json["detail"]) == (400, "the body must be a JSON object, not null")
+    assert (r.status_code, r.json["errors"]) == (422, [{"field": "body", "message": "got null"}])
+    arr = storefront.post("/api/v1/orders", [])
+    assert (arr.status_code, arr.json["errors"][0]["field"]) == (422, "body")
 
 
 def test_stock_that_comes_back_clears_the_at_risk_flag(
