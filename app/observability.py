@@ -27,6 +27,16 @@ HTTP_LATENCY = Histogram(
     buckets=(0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
 LEDGER_MOVEMENTS = Counter("omnistock_ledger_movements_total", "Ledger movements recorded", ["kind"])
+ORDERS = Counter(
+    "omnistock_orders_total",
+    "Order requests by channel and outcome (placed, replayed, or the refusal's problem code)",
+    ["channel", "outcome"],
+)
+ORDER_ATTEMPTS = Histogram(
+    "omnistock_order_attempts",
+    "Routing attempts an order request took (more than 1: it lost reservation races and re-routed)",
+    buckets=(1, 2, 3, 4, 5, 8),
+)
 
 
 class _RequestIdFilter(logging.Filter):

@@ -8,8 +8,9 @@ from flask import current_app, request
 from flask_openapi3 import APIBlueprint, Tag
 
 from app.db import read_only, transaction
-from app.domain.errors import Forbidden, InvalidInput
+from app.domain.errors import DomainError, Forbidden, InvalidInput
 from app.domain.fulfilment import Status
+from app.observability import ORDER_ATTEMPTS, ORDERS
 from app.routes.common import (
     API_PREFIX,
     SECURITY,
@@ -86,13 +87,26 @@ def place_order(body: OrderIn) -> ApiResult:
     cmd = _command(body, key)
     policy = _policy()
     attempts = int(current_app.config["ROUTING_MAX_ATTEMPTS"]) + 1
+    tries = 0
+
+    def work(s: Any) -> orders.Placed:
+        nonlocal tries
+        tries += 1
+        return orders.place_order(s, cmd, policy)
+
     try:
-        placed = transaction(
-            session_factory(), lambda s: orders.place_order(s, cmd, policy), attempts=attempts
-        )
-    except orders.LostRace:
-        with read_only(session_factory()) as session:
-            orders.refuse_after_lost_races(session, cmd, policy)
+        try:
+            placed = transaction(session_factory(), work, attempts=attempts)
+        except orders.LostRace:
+            with read_only(session_factory()) as session:
+                orders.refuse_after_lost_races(session, cmd, policy)
+    except DomainError as refused:
+        # An unknown channel is the caller's text: never a label value (unbounded series).
+        ORDERS.labels("-" if refused.code == "unknown_channel" else body.channel, refused.code).inc()
+        raise
+    finally:
+        ORDER_ATTEMPTS.observe(tries)
+    ORDERS.labels(body.channel, "replayed" if placed.replayed else "placed").inc()
     return placed.order, 200 if placed.replayed else 201
 
 

@@ -787,3 +787,26 @@ def test_a_transfer_is_received_by_staff_of_the_store_it_arrives_at(
     assert sender.post(f"/api/v1/fulfilments/{tid}/receive").status_code == 403
     assert receiver.post(f"/api/v1/fulfilments/{tid}/receive").status_code == 200
     verify(app)
+
+
+def test_order_requests_are_counted_by_channel_and_outcome(storefront: Api, shop: None) -> None:
+    from prometheus_client import REGISTRY
+
+    def count(outcome: str, channel: str = "web") -> float:
+        return (
+            REGISTRY.get_sample_value("omnistock_orders_total", {"channel": channel, "outcome": outcome})
+            or 0.0
+        )
+
+    before = {o: count(o) for o in ("placed", "replayed", "insufficient_stock")}
+    unknown_before = count("unknown_channel", "-")
+    order(storefront, [("TEE", 1)], key="metrics-1")
+    order(storefront, [("TEE", 1)], key="metrics-1")
+    assert order(storefront, [("HAT", 5)], allow_split=False).status_code == 409
+    r = storefront.post(
+        "/api/v1/orders", {"channel": "fax-123", "lines": [{"sku": "TEE", "qty": 1}], "delivery": CENTRE}
+    )
+    assert r.status_code == 422
+    assert {o: count(o) - before[o] for o in before} == {"placed": 1, "replayed": 1, "insufficient_stock": 1}
+    assert count("unknown_channel", "-") - unknown_before == 1
+    assert count("unknown_channel", "fax-123") == 0  # the caller's text never becomes a series
