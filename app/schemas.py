@@ -575,6 +575,9 @@ class WebhookIn(Strict):
 class WebhookUpdate(Strict):
     url: str | None = Field(None, pattern=r"^https?://", max_length=2000)
     _url = field_validator("url")(_endpoint)
+    secret: str | None = Field(
+        None, min_length=16, max_length=200, description="A new signing secret (rotation); never returned"
+    )
     event_types: list[str] | None = Field(None, min_length=1)
     active: StrictBool | None = None
 

@@ -113,6 +113,8 @@ def update_subscription(session: Session, sub_id: int, data: dict[str, Any]) -> 
         sub.event_types = data["event_types"]
     if data.get("url") is not None:
         sub.url = data["url"]
+    if data.get("secret") is not None:
+        sub.secret = data["secret"]  # deliveries from now on are signed with it
     if data.get("active") is not None:
         sub.active = data["active"]
         if sub.active:

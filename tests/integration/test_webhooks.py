@@ -80,6 +80,17 @@ def test_events_are_delivered_signed_once(
     with read_only(app.extensions["session_factory"]) as s:
         runs = s.scalars(select(JobRun).where(JobRun.job == "deliver-webhooks")).all()
         assert [r.status for r in runs] == ["succeeded", "succeeded"]
+    # Rotation: the next delivery is signed with the new secret, which is never shown.
+    rotated = ops.patch(f"/api/v1/webhooks/{r.json['id']}", {"secret": "n3w-s3cret-n3w-s3cret"})
+    assert rotated.status_code == 200 and "secret" not in rotated.json
+    place(storefront)
+    deliver(app)
+    body = received[1].get_data()
+    t, v1 = (part.split("=", 1)[1] for part in received[1].headers["X-Omnistock-Signature"].split(","))
+    assert hmac.compare_digest(
+        v1, hmac.new(b"n3w-s3cret-n3w-s3cret", f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    )
+    assert ops.patch(f"/api/v1/webhooks/{r.json['id']}", {"secret": "short"}).status_code == 422
 
 
 def test_failures_are_retried_with_backoff_honouring_retry_after(
