@@ -49,6 +49,9 @@ WEBHOOK_TIMEOUT_S = 5.0
 WEBHOOK_BATCH = 200
 WEBHOOK_CLAIM_S = 600
 WEBHOOK_BUDGET_S = 240
+# A subscription that fails this many times in one run is sent nothing more in that run (its other
+# deliveries wait for the next), so one slow or dead endpoint cannot hold up the rest.
+WEBHOOK_FAILURES_PER_RUN = 3
 
 # Retention (the prune-history job, hourly). Events older than this that every active webhook
 # subscription has passed and no delivery still owes are deleted with their finished deliveries;

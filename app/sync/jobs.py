@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from datetime import datetime, timedelta
@@ -55,16 +56,22 @@ def deliver_webhooks(app: Flask) -> dict[str, Any]:
     claimed_at = utcnow()
     until = claimed_at + timedelta(seconds=float(app.config["WEBHOOK_CLAIM_S"]))
     batch = int(app.config["WEBHOOK_BATCH"])
-    due = transaction(factory, lambda s: webhooks.claim_due(s, claimed_at, limit=batch, until=until))
+    due = _take_turns(
+        transaction(factory, lambda s: webhooks.claim_due(s, claimed_at, limit=batch, until=until))
+    )
     deadline = time.monotonic() + float(app.config["WEBHOOK_BUDGET_S"])
+    per_run = int(app.config["WEBHOOK_FAILURES_PER_RUN"])
     outcome: dict[str, int] = {}
     attempted = 0
     unsent: list[int] = []
-    disabled: set[int] = set()
+    # Subscriptions sent nothing more this run: disabled by this run, or failing (a slow or dead
+    # endpoint would otherwise spend the whole budget in timeouts while the others wait).
+    resting: set[int] = set()
+    failures: dict[int, int] = {}
     client = http.session()
     try:
         for d in due:
-            if d.subscription_id in disabled or time.monotonic() >= deadline:
+            if d.subscription_id in resting or time.monotonic() >= deadline:
                 unsent.append(d.delivery_id)
                 continue
             ts = int(time.time())
@@ -100,15 +107,24 @@ def deliver_webhooks(app: Flask) -> dict[str, Any]:
             )
             attempted += 1
             outcome[result] = outcome.get(result, 0) + 1
-            if result == "disabled":
-                disabled.add(d.subscription_id)
+            if result != "delivered":
+                failures[d.subscription_id] = failures.get(d.subscription_id, 0) + 1
+            if result == "disabled" or failures.get(d.subscription_id, 0) >= per_run:
+                resting.add(d.subscription_id)
     finally:
         client.close()
-    if (
-        unsent
-    ):  # out of budget or disabled: due again now (for a live subscription), not when the claim lapses
+    if unsent:
+        # Due again now (for a live subscription), not only when the claim lapses.
         transaction(factory, lambda s: webhooks.release(s, unsent, utcnow(), claimed_until=until))
     return {"fanned_out": created, "attempted": attempted, "deferred": len(unsent), **outcome}
+
+
+def _take_turns(due: list[webhooks.Due]) -> list[webhooks.Due]:
+    """Deliveries interleaved across subscriptions, each subscription's in its own order."""
+    queues: dict[int, list[webhooks.Due]] = {}
+    for d in due:
+        queues.setdefault(d.subscription_id, []).append(d)
+    return [d for group in itertools.zip_longest(*queues.values()) for d in group if d is not None]
 
 
 def prune_history(app: Flask) -> dict[str, Any]:

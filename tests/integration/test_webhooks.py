@@ -296,8 +296,9 @@ def test_a_run_whose_time_budget_is_spent_sends_nothing_more_and_leaves_the_rest
 
 
 def test_the_default_threshold_disables_a_subscription_at_its_twentieth_failure_in_a_row(
-    app: Flask, httpserver: HTTPServer
+    app: Flask, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setitem(app.config, "WEBHOOK_FAILURES_PER_RUN", 100)  # all 19 in one run
     httpserver.expect_request("/hook").respond_with_data("no", status=500)
     sub_id = _subscribe(app, httpserver.url_for("/hook"))
     factory = app.extensions["session_factory"]
@@ -422,3 +423,24 @@ def test_history_past_its_retention_is_pruned_but_nothing_still_owed(
         assert s.scalar(select(func.count()).select_from(WebhookAttempt)) == 4  # 2 to sub_ok, 2 failed
         assert {r.job for r in s.scalars(select(JobRun))} == {"prune-history"}  # only the run just made
     assert sub_ok != dead
+
+
+def test_a_failing_endpoint_rests_for_the_run_while_the_others_are_served(
+    app: Flask, httpserver: HTTPServer
+) -> None:
+    httpserver.expect_request("/dead").respond_with_data("no", status=500)
+    httpserver.expect_request("/ok").respond_with_data("ok")
+    dead = _subscribe(app, httpserver.url_for("/dead"))
+    ok = _subscribe(app, httpserver.url_for("/ok"))
+    _emit(app, 6)
+    detail = deliver(app)
+    # Three failures rest the dead endpoint; every delivery to the healthy one still goes out.
+    assert (detail["delivered"], detail["pending"], detail["deferred"]) == (6, 3, 3)
+    paths = [req.path for req, _ in httpserver.log]
+    assert paths.count("/dead") == 3 and paths.count("/ok") == 6
+    assert paths[:2] in (["/dead", "/ok"], ["/ok", "/dead"])  # turns are taken, not one queue first
+    with read_only(app.extensions["session_factory"]) as s:
+        waiting = s.scalars(select(WebhookDelivery).where(WebhookDelivery.subscription_id == dead,
+                                                          WebhookDelivery.attempts == 0)).all()  # fmt: skip
+        assert len(waiting) == 3 and all(d.next_attempt_at <= utcnow() for d in waiting)  # due at once
+    assert ok != dead
