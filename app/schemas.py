@@ -25,6 +25,9 @@ Latitude = Annotated[float, Field(ge=-90, le=90)]
 Longitude = Annotated[float, Field(ge=-180, le=180)]
 # JSON bodies take numbers and booleans as JSON numbers and booleans: "2" or true for a quantity
 # is a client bug to name, not to guess at. Query strings stay lax (they are text by nature).
+# Ids are 64-bit in the database: a larger number is a 422 here, not an overflow there.
+MAX_ID = 2**63 - 1
+DbId = Annotated[int, Field(ge=1, le=MAX_ID)]
 BodyLatitude = Annotated[StrictFloat, Field(ge=-90, le=90)]
 BodyLongitude = Annotated[StrictFloat, Field(ge=-180, le=180)]
 
@@ -509,7 +512,7 @@ class OrderOut(BaseModel):
 
 
 class OrderPath(BaseModel):
-    id: int
+    id: DbId
 
 
 class CustomerOrderQuery(Strict):
@@ -554,7 +557,7 @@ class ReturnIn(Strict):
 
 
 class FulfilmentPath(BaseModel):
-    id: int
+    id: DbId
 
 
 # ---------------------------------------------------------------- webhooks
@@ -596,7 +599,7 @@ class WebhookList(BaseModel):
 
 
 class WebhookPath(BaseModel):
-    id: int
+    id: DbId
 
 
 class DeliveryOut(BaseModel):
@@ -627,7 +630,7 @@ class EventOut(BaseModel):
 
 class EventQuery(Strict):
     cursor: str | None = Field(None, description="next_cursor of the previous page: where to go on from")
-    after: int | None = Field(None, ge=0, description="Start after this event id (when no cursor)")
+    after: int | None = Field(None, ge=0, le=MAX_ID, description="Start after this event id (when no cursor)")
     type: str | None = None
     limit: int | None = Field(None, ge=1, le=1000)
 

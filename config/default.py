@@ -52,6 +52,8 @@ WEBHOOK_BUDGET_S = 240
 # A subscription that fails this many times in one run is sent nothing more in that run (its other
 # deliveries wait for the next), so one slow or dead endpoint cannot hold up the rest.
 WEBHOOK_FAILURES_PER_RUN = 3
+# ...and its other deliveries wait this long, so the next runs claim the other subscriptions' first.
+WEBHOOK_REST_S = 60
 
 # Retention (the prune-history job, hourly). Events older than this that every active webhook
 # subscription has passed and no delivery still owes are deleted with their finished deliveries;

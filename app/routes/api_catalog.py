@@ -12,7 +12,7 @@ from app.routes.common import (
     API_PREFIX,
     SECURITY,
     ApiResult,
-    decode_cursor,
+    cursor_text,
     encode_cursor,
     page_limit,
     roles,
@@ -136,7 +136,7 @@ def list_skus(query: SkuListQuery) -> ApiResult:
     """SKUs in code order, keyset-paged."""
     limit = page_limit(query.limit)
     with read_only(session_factory()) as session:
-        skus = catalog.list_skus(session, after_code=decode_cursor(query.cursor), limit=limit + 1)
+        skus = catalog.list_skus(session, after_code=cursor_text(query.cursor), limit=limit + 1)
     page = skus[:limit]
     nxt = encode_cursor(page[-1].code) if len(skus) > limit else None
     return {"items": [sku_out(s) for s in page], "next_cursor": nxt}

@@ -16,7 +16,7 @@ from app.routes.common import (
     SECURITY,
     ApiResult,
     check_location_scope,
-    decode_cursor,
+    cursor_id,
     documented_headers,
     encode_cursor,
     page_limit,
@@ -70,6 +70,9 @@ def _policy() -> orders.Policy:
     return orders.policy_from_config(current_app.config)  # type: ignore[arg-type]
 
 
+_ROUTED_REFUSALS = frozenset({"insufficient_stock", "pickup_location_unavailable", "idempotency_conflict"})
+
+
 @bp.post("/orders", responses={201: OrderOut, 200: OrderOut, **ERRORS})
 @roles("storefront", "ops")
 @documented_headers(**{"Idempotency-Key": "Retries with the same key return the same order (max 200 chars)"})
@@ -101,8 +104,10 @@ def place_order(body: OrderIn) -> ApiResult:
             with read_only(session_factory()) as session:
                 orders.refuse_after_lost_races(session, cmd, policy)
     except DomainError as refused:
-        # An unknown channel is the caller's text: never a label value (unbounded series).
-        ORDERS.labels("-" if refused.code == "unknown_channel" else body.channel, refused.code).inc()
+        # Only refusals after routing know the channel exists; before that it is the caller's
+        # text, never a label value (each distinct value would be a new series).
+        known = refused.code in _ROUTED_REFUSALS
+        ORDERS.labels(body.channel if known else "-", refused.code).inc()
         raise
     finally:
         ORDER_ATTEMPTS.observe(tries)
@@ -155,9 +160,7 @@ def _order_page(
         status=query.status, location=query.location, channel=query.channel, customer_ref=customer_ref,
         created_from=query.created_from, created_to=query.created_to, allowed_locations=scope,
     )  # fmt: skip
-    before = decode_cursor(query.cursor)
-    if before is not None and (type(before) is not int or before < 1):
-        raise InvalidInput("bad cursor", [{"field": "cursor", "message": "not a cursor this API gave"}])
+    before = cursor_id(query.cursor)
     with read_only(session_factory()) as session:
         items, nxt = orders.list_orders(session, flt, before_id=before, limit=page_limit(query.limit))
     return {"items": items, "next_cursor": encode_cursor(nxt) if nxt else None}

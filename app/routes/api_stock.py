@@ -14,7 +14,8 @@ from app.routes.common import (
     SECURITY,
     ApiResult,
     check_location_scope,
-    decode_cursor,
+    cursor_id,
+    cursor_ids,
     encode_cursor,
     page_limit,
     principal,
@@ -81,7 +82,7 @@ def movement_history(query: MovementQuery) -> ApiResult:
             location=query.location,
             kind=query.kind,
             allowed_locations=principal().scope(),
-            before_id=decode_cursor(query.cursor),
+            before_id=cursor_id(query.cursor),
             limit=limit,
         )
     return {"items": items, "next_cursor": encode_cursor(nxt) if nxt is not None else None}
@@ -92,7 +93,7 @@ def movement_history(query: MovementQuery) -> ApiResult:
 def list_levels(query: LevelQuery) -> ApiResult:
     """Stock levels with available figures and shortages, keyset-paged."""
     limit = page_limit(query.limit)
-    after = decode_cursor(query.cursor)
+    after = cursor_ids(query.cursor, 2)
     with read_only(session_factory()) as session:
         if query.location is not None:
             check_location_scope(catalog.get_location(session, query.location).id, query.location)
@@ -102,7 +103,7 @@ def list_levels(query: LevelQuery) -> ApiResult:
             location=query.location,
             short_only=query.short_only,
             allowed_locations=principal().scope(),
-            after=tuple(after) if after else None,
+            after=(after[0], after[1]) if after else None,
             limit=limit,
         )
     return {"items": items, "next_cursor": encode_cursor(list(nxt)) if nxt else None}

@@ -7,12 +7,11 @@ from typing import Any
 from flask_openapi3 import APIBlueprint, Tag
 
 from app.db import read_only, transaction
-from app.domain.errors import InvalidInput
 from app.routes.common import (
     API_PREFIX,
     SECURITY,
     ApiResult,
-    decode_cursor,
+    cursor_ids,
     encode_cursor,
     page_limit,
     roles,
@@ -86,14 +85,10 @@ def webhook_deliveries(path: WebhookPath) -> ApiResult:
 @roles("ops")
 def list_events(query: EventQuery) -> ApiResult:
     """Events oldest first, from next_cursor (or after an event id); keep polling with next_cursor."""
-    after = decode_cursor(query.cursor)
-    if after is not None and not (
-        isinstance(after, list) and len(after) == 2 and all(type(x) is int and x >= 0 for x in after)
-    ):
-        raise InvalidInput("bad cursor", [{"field": "cursor", "message": "not a cursor this API gave"}])
+    after = cursor_ids(query.cursor, 2)
     with read_only(session_factory()) as s:
         items, reached = webhooks.list_events(
-            s, after=tuple(after) if after else None, after_id=query.after, type_=query.type,
+            s, after=(after[0], after[1]) if after else None, after_id=query.after, type_=query.type,
             limit=page_limit(query.limit),
         )  # fmt: skip
     return {"items": items, "next_cursor": encode_cursor(list(reached)) if reached else None}

@@ -193,9 +193,45 @@ def decode_cursor(cursor: str | None) -> Any:
         padded = cursor + "=" * (-len(cursor) % 4)
         return json.loads(base64.urlsafe_b64decode(padded.encode()))
     except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(
-            "bad cursor", [{"field": "cursor", "message": "not a cursor this API gave"}]
-        ) from exc
+        raise _bad_cursor() from exc
+
+
+def _bad_cursor() -> InvalidInput:
+    return InvalidInput("bad cursor", [{"field": "cursor", "message": "not a cursor this API gave"}])
+
+
+def _db_int(x: Any) -> bool:
+    return type(x) is int and 0 <= x <= 2**63 - 1
+
+
+def cursor_id(cursor: str | None) -> int | None:
+    """A keyset cursor holding one id (anything else is the caller's 422, never a 500)."""
+    value = decode_cursor(cursor)
+    if value is None:
+        return None
+    if not _db_int(value):
+        raise _bad_cursor()
+    return int(value)
+
+
+def cursor_ids(cursor: str | None, n: int) -> tuple[int, ...] | None:
+    """A keyset cursor holding n ids."""
+    value = decode_cursor(cursor)
+    if value is None:
+        return None
+    if not (isinstance(value, list) and len(value) == n and all(_db_int(x) for x in value)):
+        raise _bad_cursor()
+    return tuple(value)
+
+
+def cursor_text(cursor: str | None) -> str | None:
+    """A keyset cursor holding one code."""
+    value = decode_cursor(cursor)
+    if value is None:
+        return None
+    if not (isinstance(value, str) and len(value) <= 200):
+        raise _bad_cursor()
+    return value
 
 
 def page_limit(limit: int | None) -> int:

@@ -905,7 +905,8 @@ def transition(
     lines = _lines(session, fid)
     legs: list[Leg] = []
     evs: list[dict[str, Any]] = []
-    if target is Status.READY_FOR_PICKUP and any(ln.awaiting for ln in lines):
+    if target in (Status.READY_FOR_PICKUP, Status.COLLECTED) and any(ln.awaiting for ln in lines):
+        # (A ready pickup can await units again: a till sale there re-routed them to a transfer.)
         waiting = {ln.sku_id: ln.awaiting for ln in lines if ln.awaiting}
         names = dict(session.execute(select(Sku.id, Sku.code).where(Sku.id.in_(waiting))).tuples().all())
         raise lifecycle.InvalidTransition(
@@ -1179,11 +1180,16 @@ def record_return(
         # The same return sent again (a retry) answers as the first time; other content under
         # that reference is refused rather than counted.
         sent = sorted((ids[s], loc.id, q, "resellable" if r else "not_resellable") for s, q, r in lines)
-        prior = sorted(session.execute(
-            select(Movement.sku_id, Movement.location_id, Movement.qty, Movement.reason)
-            .where(Movement.order_id == order_id, Movement.source == "returns",
-                   Movement.external_ref.startswith(f"{external_ref}:", autoescape=True))
-        ).tuples().all())  # fmt: skip
+        prefix = f"{external_ref}:"
+        prior = sorted(
+            (sku_id, loc_id, qty, reason) for ref, sku_id, loc_id, qty, reason in session.execute(
+                select(Movement.external_ref, Movement.sku_id, Movement.location_id, Movement.qty, Movement.reason)
+                .where(Movement.order_id == order_id, Movement.source == "returns",
+                       Movement.external_ref.startswith(prefix, autoescape=True))
+            ).tuples()
+            # Exactly this reference's lines ("ref:0", "ref:1"...), not another's that starts alike.
+            if ref is not None and ref[len(prefix):].isdigit()
+        )  # fmt: skip
         if prior:
             if prior != sent:
                 raise IdempotencyConflict(
@@ -1287,17 +1293,27 @@ def clear_recovered(session: Session, keys: Sequence[tuple[int, int]], now: date
     locs = sorted({loc for _sku, loc in keys})
     if not locs:
         return []
+    # SKIP LOCKED: this runs holding stock rows, and order changes lock fulfilments before stock;
+    # waiting here could deadlock. A flag skipped now clears with a later movement.
     flagged = list(session.scalars(
         select(Fulfilment).where(Fulfilment.location_id.in_(locs), Fulfilment.at_risk,
                                  Fulfilment.status.in_([s.value for s in lifecycle.OPEN]))
-        .order_by(Fulfilment.id).with_for_update()
+        .order_by(Fulfilment.id).with_for_update(skip_locked=True)
     ))  # fmt: skip
     cleared = []
     for f in flagged:
         if _covered(session, f):
             f.at_risk, f.updated_at = False, now
             cleared.append(f.id)
-            fed = session.get(Fulfilment, f.feeds_fulfilment_id) if f.feeds_fulfilment_id else None
+            fed = (
+                session.scalars(
+                    select(Fulfilment)
+                    .where(Fulfilment.id == f.feeds_fulfilment_id)
+                    .with_for_update(skip_locked=True)
+                ).first()
+                if f.feeds_fulfilment_id
+                else None
+            )
             if fed is not None and fed.at_risk and lifecycle.is_open(fed.status) and _covered(session, fed):
                 fed.at_risk, fed.updated_at = False, now
                 cleared.append(fed.id)
@@ -1366,7 +1382,7 @@ def _reroute(
     existing = session.scalars(select(Fulfilment).where(
         Fulfilment.order_id == f.order_id, Fulfilment.location_id == target_id, Fulfilment.type == new_type,
         Fulfilment.status == "allocated", Fulfilment.feeds_fulfilment_id.is_(None) if feeds is None
-        else Fulfilment.feeds_fulfilment_id == feeds)).first()  # fmt: skip
+        else Fulfilment.feeds_fulfilment_id == feeds).with_for_update()).first()  # fmt: skip
     try:
         with session.begin_nested():
             reserve(session, ctx, {(fl.sku_id, target_id): qty}, now)
@@ -1397,7 +1413,7 @@ def _reroute(
         session.add(existing)
         session.flush()
     line = session.scalars(select(FulfilmentLine).where(FulfilmentLine.fulfilment_id == existing.id,
-                                                        FulfilmentLine.sku_id == fl.sku_id)).first()  # fmt: skip
+                                                        FulfilmentLine.sku_id == fl.sku_id).with_for_update()).first()  # fmt: skip
     if line is None:
         session.add(
             FulfilmentLine(
@@ -1424,6 +1440,13 @@ def _reroute(
     changed[(fl.sku_id, target_id)] = changed.get((fl.sku_id, target_id), Deltas()) + Deltas(reserved=qty)
     events.stock_transitions(session, changed, now)
     if all(x.reserved == 0 and x.awaiting == 0 for x in _lines(session, f.id)) and f.type != "pickup":
+        if f.type == "ship" and f.status == Status.ALLOCATED.value:
+            # The shipment will not happen: its slot in the day's capacity is free again.
+            ctx_loc = ctx.location_by_id.get(f.location_id)
+            if ctx_loc is not None and ctx_loc.daily_capacity is not None:
+                release_capacity(
+                    session, f.location_id, f.created_at.astimezone(ZoneInfo(ctx_loc.timezone)).date()
+                )
         f.status, f.updated_at = Status.CANCELLED.value, now
         events.emit(session, [_event(f, "fulfilment.cancelled", reason="shortage")], now)
     events.emit(session, [{"type": "fulfilment.allocated", "order_id": f.order_id, "fulfilment_id": existing.id,

@@ -62,7 +62,14 @@ def list_events(
     """
     if after is None and after_id is not None:
         txid = session.scalar(select(OutboxEvent.txid).where(OutboxEvent.id == after_id))
-        after = (int(txid), after_id) if txid is not None else (0, after_id)
+        if txid is None:
+            # Its place in commit order is unknown (pruned, or never written): guessing would
+            # replay everything or skip events, so say so.
+            raise InvalidInput(
+                "no such event",
+                [{"field": "after", "message": "no event with this id now; poll with next_cursor"}],
+            )
+        after = (int(txid), after_id)
     stmt = select(OutboxEvent).order_by(OutboxEvent.txid, OutboxEvent.id).limit(limit)
     if after is not None:
         mark = tuple_(literal(after[0], BigInteger), literal(after[1], BigInteger))
@@ -223,13 +230,13 @@ def claim_due(session: Session, now: datetime, *, limit: int, until: datetime) -
     return out
 
 
-def release(session: Session, delivery_ids: list[int], now: datetime, *, claimed_until: datetime) -> None:
-    """Make claimed deliveries that were not attempted due again now (if still ours and pending)."""
+def release(session: Session, delivery_ids: list[int], at: datetime, *, claimed_until: datetime) -> None:
+    """Make claimed deliveries that were not attempted due again at `at` (if still ours and pending)."""
     session.execute(
         update(WebhookDelivery)
         .where(WebhookDelivery.id.in_(delivery_ids), WebhookDelivery.status == "pending",
                WebhookDelivery.next_attempt_at == claimed_until)
-        .values(next_attempt_at=now)
+        .values(next_attempt_at=at)
     )  # fmt: skip
 
 

@@ -64,6 +64,7 @@ def deliver_webhooks(app: Flask) -> dict[str, Any]:
     outcome: dict[str, int] = {}
     attempted = 0
     unsent: list[int] = []
+    rested: list[int] = []
     # Subscriptions sent nothing more this run: disabled by this run, or failing (a slow or dead
     # endpoint would otherwise spend the whole budget in timeouts while the others wait).
     resting: set[int] = set()
@@ -71,7 +72,10 @@ def deliver_webhooks(app: Flask) -> dict[str, Any]:
     client = http.session()
     try:
         for d in due:
-            if d.subscription_id in resting or time.monotonic() >= deadline:
+            if d.subscription_id in resting:
+                rested.append(d.delivery_id)
+                continue
+            if time.monotonic() >= deadline:
                 unsent.append(d.delivery_id)
                 continue
             ts = int(time.time())
@@ -116,7 +120,11 @@ def deliver_webhooks(app: Flask) -> dict[str, Any]:
     if unsent:
         # Due again now (for a live subscription), not only when the claim lapses.
         transaction(factory, lambda s: webhooks.release(s, unsent, utcnow(), claimed_until=until))
-    return {"fanned_out": created, "attempted": attempted, "deferred": len(unsent), **outcome}
+    if rested:
+        # A resting endpoint's backlog waits a while, so the next runs claim the others' first.
+        later = utcnow() + timedelta(seconds=float(app.config["WEBHOOK_REST_S"]))
+        transaction(factory, lambda s: webhooks.release(s, rested, later, claimed_until=until))
+    return {"fanned_out": created, "attempted": attempted, "deferred": len(unsent) + len(rested), **outcome}
 
 
 def _take_turns(due: list[webhooks.Due]) -> list[webhooks.Due]:

@@ -810,3 +810,84 @@ def test_order_requests_are_counted_by_channel_and_outcome(storefront: Api, shop
     assert {o: count(o) - before[o] for o in before} == {"placed": 1, "replayed": 1, "insufficient_stock": 1}
     assert count("unknown_channel", "-") - unknown_before == 1
     assert count("unknown_channel", "fax-123") == 0  # the caller's text never becomes a series
+
+
+def test_a_ready_pickup_that_awaits_units_again_cannot_be_collected_yet(
+    app: Flask, ops: Api, storefront: Api, shop: None
+) -> None:
+    from app.db import transaction
+    from app.domain.fulfilment import InvalidTransition, Status
+    from app.services import orders
+
+    factory = app.extensions["session_factory"]
+    r = order(storefront, [("TEE", 2)], {"type": "pickup", "location": "ST-A"})
+    pid = r.json["fulfilments"][0]["id"]
+    transaction(factory, lambda s: orders.transition(s, pid, Status.PICKING))
+    transaction(factory, lambda s: orders.transition(s, pid, Status.READY_FOR_PICKUP))
+    ops.post("/api/v1/stock/movements", {"movements": [
+        {"kind": "sale", "sku": "TEE", "location": "ST-A", "qty": 1, "source": "pos", "external_ref": "till-11"}]})  # fmt: skip
+    assert held(ops, pid) == {("TEE", 1, 1)}  # one unit now comes by transfer
+    with pytest.raises(InvalidTransition):
+        transaction(factory, lambda s: orders.transition(s, pid, Status.COLLECTED))
+    transfer = next(
+        f
+        for f in storefront.get(f"/api/v1/orders/{r.json['id']}").json["fulfilments"]
+        if f["type"] == "transfer"
+    )
+    deliver_transfer(ops, transfer["id"])
+    done = transaction(factory, lambda s: orders.transition(s, pid, Status.COLLECTED))
+    assert {(ln["sku"], ln["done"]) for ln in done["lines"]} == {("TEE", 2)}
+    verify(app)
+
+
+def test_a_return_reference_that_starts_like_another_is_its_own_return(
+    app: Flask, ops: Api, storefront: Api, shop: None
+) -> None:
+    o = shipped(ops, storefront, [("TEE", 2)])
+    for ref in ("rma-7:2", "rma-7"):
+        r = ops.post(f"/api/v1/orders/{o['id']}/returns", {"location": "ST-B", "external_ref": ref,
+                                                           "lines": [{"sku": "TEE", "qty": 1}]})  # fmt: skip
+        assert r.status_code == 200, r.json
+    assert storefront.get(f"/api/v1/orders/{o['id']}").json["lines"][0]["returned"] == 2
+    assert avail(storefront, "TEE")["ST-B"] == 2
+    verify(app)
+
+
+def test_a_rerouted_shipment_gives_its_days_capacity_back(
+    app: Flask, ops: Api, storefront: Api, shop: None
+) -> None:
+    ops.patch("/api/v1/locations/ST-A", {"daily_capacity": 1})
+    first = order(storefront, [("TEE", 2)]).json
+    assert first["fulfilments"][0]["location"] == "ST-A"  # ST-A's one shipment of the day
+    ops.post("/api/v1/stock/movements", {"movements": [
+        {"kind": "sale", "sku": "TEE", "location": "ST-A", "qty": 2, "source": "pos", "external_ref": "till-12"}]})  # fmt: skip
+    assert [f["location"] for f in storefront.get(f"/api/v1/orders/{first['id']}").json["fulfilments"]
+            if f["status"] == "allocated"] == ["WH"]  # fmt: skip
+    hat = order(storefront, [("HAT", 1)]).json  # ST-A is nearest with a HAT, and has its slot back
+    assert hat["fulfilments"][0]["location"] == "ST-A"
+    verify(app)
+
+
+@pytest.mark.parametrize(
+    ("path", "query"),
+    [
+        ("/api/v1/orders", {"cursor": "OTIyMzM3MjAzNjg1NDc3NTgwOA"}),  # 9223372036854775808
+        ("/api/v1/events", {"cursor": "WzkyMjMzNzIwMzY4NTQ3NzU4MDgsMV0"}),  # [2**63, 1]
+        ("/api/v1/events", {"after": str(2**64)}),
+        ("/api/v1/events", {"after": "123456"}),  # no such event
+        ("/api/v1/stock/levels", {"cursor": "eyJhIjoxfQ"}),  # {"a":1}
+        ("/api/v1/stock/movements", {"cursor": "eyJhIjoxfQ"}),
+        ("/api/v1/skus", {"cursor": "eyJhIjoxfQ"}),
+    ],
+)
+def test_foreign_cursors_and_out_of_range_ids_are_422_not_500(
+    ops: Api, shop: None, path: str, query: dict[str, str]
+) -> None:
+    r = ops.get(path, query_string=query)
+    assert r.status_code == 422, r.json
+    assert r.json["errors"][0]["field"] in {"cursor", "after"}
+
+
+def test_an_order_id_past_64_bits_is_refused_by_field(ops: Api, shop: None) -> None:
+    r = ops.get(f"/api/v1/orders/{2**64}")
+    assert (r.status_code, r.json["errors"][0]["field"]) == (422, "id")
