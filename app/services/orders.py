@@ -861,7 +861,10 @@ def _lines(session: Session, fid: int) -> list[FulfilmentLine]:
 
 
 def _move(session: Session, legs: list[Leg], now: datetime) -> None:
-    events.stock_transitions(session, record(session, legs, now), now)
+    changed = record(session, legs, now)
+    events.stock_transitions(session, changed, now)
+    # Units given back (a cancel, a return, a transfer received) may make good another promise.
+    clear_recovered(session, [k for k, d in changed.items() if d.on_hand > 0 or d.reserved < 0], now)
 
 
 def _event(f: Fulfilment, type_: str, **extra: Any) -> dict[str, Any]:

@@ -891,3 +891,16 @@ def test_foreign_cursors_and_out_of_range_ids_are_422_not_500(
 def test_an_order_id_past_64_bits_is_refused_by_field(ops: Api, shop: None) -> None:
     r = ops.get(f"/api/v1/orders/{2**64}")
     assert (r.status_code, r.json["errors"][0]["field"]) == (422, "id")
+
+
+def test_units_given_back_by_a_cancel_clear_another_orders_risk(
+    app: Flask, ops: Api, storefront: Api, shop: None
+) -> None:
+    first = order(storefront, [("CAP", 2)]).json
+    second = order(storefront, [("CAP", 2)]).json
+    ops.post("/api/v1/stock/movements", {"movements": [
+        {"kind": "sale", "sku": "CAP", "location": "ST-C", "qty": 3, "source": "pos", "external_ref": "till-13"}]})  # fmt: skip
+    assert risk_flags(storefront, second["id"]) == {"ship": True}  # the newest promise is the one short
+    storefront.post(f"/api/v1/orders/{first['id']}/cancel", {})
+    assert risk_flags(storefront, second["id"]) == {"ship": False}  # its two units are there again
+    verify(app)
