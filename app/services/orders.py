@@ -1247,6 +1247,38 @@ def record_return(
 
 
 # ---------------------------------------------------------------- shortages
+def lock_promises(session: Session, keys: Sequence[tuple[int, int]]) -> None:
+    """Before an outside fact takes stock at these (sku, location)s: lock the orders, then the
+    open fulfilments, that hold reservations there, in id order.
+
+    Order changes lock order, fulfilments, then stock; shortage handling runs after the fact has
+    locked stock. Taking the same locks first here keeps one order everywhere (no deadlock).
+    """
+    if not keys:
+        return
+    from sqlalchemy import tuple_
+
+    held = session.execute(
+        select(Fulfilment.order_id, Fulfilment.id)
+        .join(FulfilmentLine, FulfilmentLine.fulfilment_id == Fulfilment.id)
+        .where(tuple_(FulfilmentLine.sku_id, Fulfilment.location_id).in_(list(keys)), FulfilmentLine.reserved > 0,
+               Fulfilment.status.in_([s.value for s in lifecycle.OPEN]))
+    ).tuples().all()  # fmt: skip
+    if not held:
+        return
+    order_ids = sorted({oid for oid, _ in held})
+    session.execute(
+        select(Order.id).where(Order.id.in_(order_ids)).order_by(Order.id).with_for_update()
+    ).all()
+    # Every fulfilment of those orders (a short transfer's pickup too), as cancel_order takes them.
+    session.execute(
+        select(Fulfilment.id)
+        .where(Fulfilment.order_id.in_(order_ids))
+        .order_by(Fulfilment.id)
+        .with_for_update()
+    ).all()
+
+
 def handle_shortages(
     session: Session, keys: Sequence[tuple[int, int]], policy: Policy, now: datetime
 ) -> list[dict[str, Any]]:

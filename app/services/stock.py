@@ -107,6 +107,9 @@ def _existing(
     return found
 
 
+_TAKING = frozenset({"sale", "count", "transfer"})  # kinds that can lower on_hand (and adjustment < 0)
+
+
 def post_movements(
     session: Session,
     movements: Sequence[dict[str, Any]],
@@ -125,6 +128,11 @@ def post_movements(
 
     keys = {key(m) for m in movements} | {key(m, "to_location") for m in movements if m["kind"] == "transfer"}
     ensure_levels(session, keys)
+    # Facts that take stock may leave promises short: their orders are locked before stock.
+    taking = {
+        key(m) for m in movements if m["kind"] in _TAKING or (m["kind"] == "adjustment" and m["qty"] < 0)
+    }
+    orders.lock_promises(session, sorted(taking))
     # Lock before the replay check: a concurrent copy of this batch then waits for our commit
     # and sees our rows as duplicates instead of racing us to the unique constraint.
     levels = lock_levels(session, keys)

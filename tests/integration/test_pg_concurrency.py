@@ -228,3 +228,49 @@ def test_a_job_runs_in_one_process_at_a_time_across_processes(pg_app: Flask, pg_
     for p in procs:
         p.join(timeout=60)
     assert sorted(ran) == [False, False, False, True]
+
+
+def test_a_till_sale_leaving_an_order_short_waits_for_that_order_instead_of_deadlocking(
+    pg_app: Flask,
+) -> None:
+    import threading
+    import time
+
+    from app.db import transaction
+
+    key = _hot_network(pg_app)  # 20 units of A at L1 and at L2
+    client = pg_app.test_client()
+    placed = client.post("/api/v1/orders", headers={"Authorization": f"Bearer {key}"}, json={
+        "lines": [{"sku": "A", "qty": 5}], "delivery": {"type": "ship", "lat": 51.5, "lon": -0.1}}).json  # fmt: skip
+    assert placed["fulfilments"][0]["location"] == "L1"
+    engine = pg_app.extensions["engine"]
+    outcome: dict[str, Any] = {}
+
+    def till_sale() -> None:
+        try:
+            outcome["sale"] = transaction(pg_app.extensions["session_factory"], lambda s: stock.post_movements(s, [
+                {"kind": "sale", "sku": "A", "location": "L1", "qty": 18, "source": "pos", "external_ref": "t-1"}]),
+                attempts=1)  # fmt: skip
+        except Exception as exc:  # a deadlock victim would land here
+            outcome["sale_error"] = exc
+
+    # Another change to that order, as transition() and cancel_order() do it: order, its
+    # fulfilments, then the stock row. The sale starts while it holds the order.
+    with engine.connect() as conn:
+        conn.execute(text("SELECT id FROM orders WHERE id = :o FOR UPDATE"), {"o": placed["id"]})
+        conn.execute(
+            text("SELECT id FROM fulfilments WHERE order_id = :o ORDER BY id FOR UPDATE"), {"o": placed["id"]}
+        )
+        sale = threading.Thread(target=till_sale)
+        sale.start()
+        time.sleep(1.5)  # the sale is now waiting (on the order, with the fix; on the fulfilment without)
+        conn.execute(text(
+            "UPDATE stock_levels SET updated_at = now() WHERE sku_id = (SELECT id FROM skus WHERE code = 'A')"
+            " AND location_id = (SELECT id FROM locations WHERE code = 'L1')"))  # fmt: skip
+        conn.commit()
+    sale.join(timeout=30)
+    assert "sale_error" not in outcome, outcome
+    shortages = outcome["sale"].shortages
+    assert [(s["order_id"], s["qty"]) for s in shortages] == [(placed["id"], 3)]
+    with read_only(pg_app.extensions["session_factory"]) as s:
+        assert ledger_service.verify(s) == []
