@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 from flask import Flask, current_app
@@ -133,6 +135,32 @@ def ledger_rebuild() -> None:
     click.echo(f"rebuilt {len(repaired)} stock level(s)")
 
 
+geo_group = AppGroup("geo", help="Places: postcodes for ship-to deliveries.")
+
+
+@geo_group.command("load-postcodes")
+@click.argument("source", type=click.File("r", encoding="utf-8-sig"))
+def geo_load_postcodes(source: Any) -> None:
+    """Load a CSV with a header postcode,lat,lon (- for stdin); all rows or none."""
+    from app.domain.geo import parse_postcode_rows
+    from app.services import catalog
+
+    reader = csv.DictReader(source)
+    missing = {"postcode", "lat", "lon"} - set(reader.fieldnames or [])
+    if missing:
+        click.echo(f"the header lacks {', '.join(sorted(missing))} (want postcode,lat,lon)", err=True)
+        sys.exit(1)
+    places, errors = parse_postcode_rows(list(reader))
+    if errors:
+        for e in errors[:50]:
+            click.echo(e, err=True)
+        click.echo(f"{len(errors)} row(s) at fault; nothing loaded", err=True)
+        sys.exit(1)
+    with unit_of_work(_factory()) as session:
+        n = catalog.load_postcodes(session, places)
+    click.echo(f"loaded {n} postcode(s)")
+
+
 demo_group = AppGroup("demo", help="Demo data.")
 
 
@@ -217,6 +245,6 @@ def serve_command(host: str, port: int, threads: int, with_scheduler: bool) -> N
 
 
 def init_app(app: Flask) -> None:
-    for group in (db_group, keys_group, ledger_group, demo_group, sync_group):
+    for group in (db_group, keys_group, ledger_group, geo_group, demo_group, sync_group):
         app.cli.add_command(group)
     app.cli.add_command(serve_command)

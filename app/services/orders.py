@@ -28,6 +28,7 @@ from app.domain.errors import (
     NotFound,
 )
 from app.domain.fulfilment import Status
+from app.domain.geo import normal_postcode
 from app.domain.ledger import Deltas, Kind, free_units
 from app.models import (
     Channel,
@@ -173,7 +174,7 @@ def place_point(session: Session, delivery: Delivery) -> tuple[float | None, flo
     if delivery.lat is not None and delivery.lon is not None:
         return delivery.lat, delivery.lon
     if delivery.postcode:
-        pc = " ".join(delivery.postcode.upper().split())
+        pc = normal_postcode(delivery.postcode)
         tries = [pc, pc.split(" ")[0]] if " " in pc else [pc, pc[:-3].strip() if len(pc) > 4 else pc]
         for code in tries:
             row = session.execute(

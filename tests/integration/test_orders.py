@@ -904,3 +904,22 @@ def test_units_given_back_by_a_cancel_clear_another_orders_risk(
     storefront.post(f"/api/v1/orders/{first['id']}/cancel", {})
     assert risk_flags(storefront, second["id"]) == {"ship": False}  # its two units are there again
     verify(app)
+
+
+def test_postcodes_loaded_from_a_file_place_ship_to_orders(
+    app: Flask, storefront: Api, shop: None, tmp_path: Any
+) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("postcode,lat,lon\nW1 1AA,51.51,-0.13\nX9 9ZZ,95,0\n")
+    result = app.test_cli_runner().invoke(args=["geo", "load-postcodes", str(bad)])
+    assert result.exit_code == 1 and "line 3" in result.output
+    body = {"lines": [{"sku": "TEE", "qty": 1}], "delivery": {"type": "ship", "postcode": "w1 1aa"}}
+    refused = storefront.post("/api/v1/orders", body)
+    assert (refused.status_code, refused.json["code"]) == (422, "unknown_postcode")  # nothing was loaded
+    good = tmp_path / "good.csv"
+    good.write_text("postcode,lat,lon\nW1 1AA,51.512,-0.124\n")
+    result = app.test_cli_runner().invoke(args=["geo", "load-postcodes", str(good)])
+    assert result.exit_code == 0 and "loaded 1 postcode" in result.output
+    placed = storefront.post("/api/v1/orders", body)
+    assert placed.status_code == 201, placed.json
+    assert placed.json["fulfilments"][0]["location"] == "ST-A"  # the store at those coordinates

@@ -480,3 +480,18 @@ def test_invalid_input_is_rejected() -> None:
         RoutingPolicy(max_shipments=0)
     with pytest.raises(ValueError, match="criteria"):
         RoutingPolicy(criteria=("distance", "colour"))  # type: ignore[arg-type]
+
+
+def test_postcode_rows_are_normalised_and_every_fault_is_named_by_line() -> None:
+    from app.domain.geo import normal_postcode, parse_postcode_rows
+
+    assert normal_postcode("  sw9   8ab ") == "SW9 8AB"
+    places, errors = parse_postcode_rows([
+        {"postcode": "sw9 8ab", "lat": "51.47", "lon": "-0.11"},
+        {"postcode": "", "lat": "51", "lon": "0"},
+        {"postcode": "E1 6AN", "lat": "91", "lon": "0"},
+        {"postcode": "N1 9GU", "lat": "north", "lon": "0"},
+        {"postcode": "SW9  8AB", "lat": "51.48", "lon": "-0.12"},
+    ])  # fmt: skip
+    assert places == [("SW9 8AB", 51.48, -0.12)]  # the later line for the same postcode wins
+    assert [e.split(":")[0] for e in errors] == ["line 3", "line 4", "line 5"]
