@@ -15,7 +15,6 @@ from app.routes.common import (
     API_PREFIX,
     SECURITY,
     ApiResult,
-    check_location_scope,
     cursor_id,
     documented_headers,
     encode_cursor,
@@ -180,15 +179,10 @@ def record_return(path: OrderPath, body: ReturnIn) -> ApiResult:
     """Take delivered units back at a location; resellable units rejoin stock. Staff: their own locations."""
     lines = [(ln.sku, ln.qty, ln.resellable) for ln in body.lines]
     scope = principal().scope()
-    if scope is not None:
-        with read_only(session_factory()) as session:
-            loc_id = orders.location_id(session, body.location)
-        if loc_id is not None:
-            check_location_scope(loc_id, body.location)
     return transaction(
         session_factory(),
         lambda s: orders.record_return(
-            s, path.id, location=body.location, lines=lines, external_ref=body.external_ref
+            s, path.id, location=body.location, lines=lines, external_ref=body.external_ref, scope=scope
         ),
     )
 

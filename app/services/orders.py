@@ -13,7 +13,7 @@ from functools import lru_cache
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import exc, select, update
+from sqlalchemy import exc, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from app.db import Raw, Retry, utcnow
@@ -893,7 +893,8 @@ def transition(
 ) -> dict[str, Any]:
     """Move a fulfilment along one edge of its life cycle, with the ledger movements it implies."""
     now = utcnow()
-    _order_row(session, _peek_order(session, fid), lock=True)
+    order = _order_row(session, _peek_order(session, fid), lock=True)
+    before = order.status  # refresh_order_status writes by statement: this stays the old status
     f = _fulfilment(session, fid)
     # A transfer is received by the store it arrives at, everything else by the location acting.
     _check_scope(f, scope, at=f.to_location_id if target is Status.RECEIVED else None)
@@ -938,7 +939,6 @@ def transition(
     evs.append(_event(f, f"fulfilment.{target.value}"))
     events.emit(session, evs, now)
     session.flush()
-    before = session.scalar(select(Order.status).where(Order.id == f.order_id))
     if refresh_order_status(session, f.order_id, now) == "cancelled" and before != "cancelled":
         events.emit(session, [{"type": "order.cancelled", "order_id": f.order_id,
                                "payload": {"order_id": f.order_id, "fulfilment_id": f.id}}], now)  # fmt: skip
@@ -979,16 +979,33 @@ def _peek_order(session: Session, fid: int) -> int:
     return int(oid)
 
 
+def _give_back(f: Fulfilment, sku_id: int, qty: int, reason: str | None = None) -> list[Leg]:
+    """Legs that give back qty a fulfilment reserved: released where it was held, and for a
+    transfer no longer expected at the store it was going to."""
+    legs = [Leg(Kind.RELEASE, sku_id, f.location_id, qty, Deltas(reserved=-qty), order_id=f.order_id,
+                fulfilment_id=f.id, reason=reason)]  # fmt: skip
+    if f.type == "transfer" and f.to_location_id is not None:
+        legs.append(Leg(Kind.TRANSFER_CANCELLED, sku_id, f.to_location_id, qty, Deltas(incoming=-qty),
+                        order_id=f.order_id, fulfilment_id=f.id, reason=reason))  # fmt: skip
+    return legs
+
+
+def _free_day_slot(session: Session, f: Fulfilment) -> None:
+    """A shipment that will not leave gives its slot in the day's capacity back (once picking
+    started, the day's work was spent)."""
+    if f.type != "ship" or f.status != Status.ALLOCATED.value:
+        return
+    loc = session.get(Location, f.location_id)
+    if loc is not None and loc.daily_capacity is not None:
+        release_capacity(session, f.location_id, f.created_at.astimezone(ZoneInfo(loc.timezone)).date())
+
+
 def _release(session: Session, f: Fulfilment, lines: list[FulfilmentLine], now: datetime) -> list[Leg]:
     """Legs that give back what an open fulfilment holds: reservations, and expected transfers."""
     legs = []
     for ln in lines:
         if ln.reserved:
-            legs.append(Leg(Kind.RELEASE, ln.sku_id, f.location_id, ln.reserved, Deltas(reserved=-ln.reserved),
-                            order_id=f.order_id, fulfilment_id=f.id))  # fmt: skip
-            if f.type == "transfer" and f.to_location_id is not None:
-                legs.append(Leg(Kind.TRANSFER_CANCELLED, ln.sku_id, f.to_location_id, ln.reserved,
-                                Deltas(incoming=-ln.reserved), order_id=f.order_id, fulfilment_id=f.id))  # fmt: skip
+            legs += _give_back(f, ln.sku_id, ln.reserved)
         ln.cancelled += ln.reserved + ln.awaiting
         ln.reserved = 0
         ln.awaiting = 0
@@ -1002,10 +1019,7 @@ def _release(session: Session, f: Fulfilment, lines: list[FulfilmentLine], now: 
                 t.status = Status.CANCELLED.value
                 t.updated_at = now
                 events.emit(session, [_event(t, "fulfilment.cancelled")], now)
-    if f.type == "ship" and f.status == Status.ALLOCATED.value:
-        loc = session.get(Location, f.location_id)
-        if loc is not None and loc.daily_capacity is not None:
-            release_capacity(session, f.location_id, f.created_at.astimezone(ZoneInfo(loc.timezone)).date())
+    _free_day_slot(session, f)
     return legs
 
 
@@ -1030,11 +1044,7 @@ def _shrink_transfers(
             tl.reserved -= take
             tl.cancelled += take
             qty -= take
-            legs.append(Leg(Kind.RELEASE, sku_id, t.location_id, take, Deltas(reserved=-take),
-                            order_id=t.order_id, fulfilment_id=t.id))  # fmt: skip
-            if t.to_location_id is not None:
-                legs.append(Leg(Kind.TRANSFER_CANCELLED, sku_id, t.to_location_id, take, Deltas(incoming=-take),
-                                order_id=t.order_id, fulfilment_id=t.id))  # fmt: skip
+            legs += _give_back(t, sku_id, take)
         if all(tl.reserved == 0 for tl in t_lines):
             t.status, t.updated_at = Status.CANCELLED.value, now
             evs.append(_event(t, "fulfilment.cancelled"))
@@ -1131,8 +1141,7 @@ def cancel_order(
                         fl.reserved -= from_reserved
                         fl.cancelled += from_reserved
                         left -= from_reserved
-                        legs.append(Leg(Kind.RELEASE, fl.sku_id, f.location_id, from_reserved,
-                                        Deltas(reserved=-from_reserved), order_id=order_id, fulfilment_id=f.id))  # fmt: skip
+                        legs += _give_back(f, fl.sku_id, from_reserved)
             ol.cancelled += qty - left - take
             if left:
                 errors.append(
@@ -1167,9 +1176,9 @@ def cancel_order(
 # ---------------------------------------------------------------- returns
 def record_return(
     session: Session, order_id: int, *, location: str, lines: Sequence[tuple[str, int, bool]],
-    external_ref: str | None = None,
+    external_ref: str | None = None, scope: frozenset[int] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Put delivered units back at a chosen location (restocked only if resellable)."""
+    """Put delivered units back at a chosen location (restocked only if resellable); staff only at theirs."""
     now = utcnow()
     _order_row(session, order_id, lock=True)
     loc = session.scalar(select(Location).where(Location.code == location))
@@ -1179,6 +1188,8 @@ def record_return(
             [{"field": "location", "message": f"unknown location {location!r}"}],
             "unknown_location",
         )
+    if scope is not None and loc.id not in scope:
+        raise Forbidden(f"this key is not for location {location}", location=location)
     ids = _sku_ids(session, [s for s, _, _ in lines])
     if external_ref is not None:
         # The same return sent again (a retry) answers as the first time; other content under
@@ -1234,12 +1245,8 @@ def record_return(
         raise InvalidInput("cannot return those units", errors, "cannot_return")
     try:
         _move(session, legs, now)
-    except Exception as exc:
-        from sqlalchemy.exc import IntegrityError
-
-        if isinstance(exc, IntegrityError):
-            raise IdempotencyConflict("this return was already recorded", external_ref=external_ref) from exc
-        raise
+    except exc.IntegrityError as error:
+        raise IdempotencyConflict("this return was already recorded", external_ref=external_ref) from error
     events.emit(session, [{"type": "order.returned", "order_id": order_id,
                            "payload": {"order_id": order_id, "location": location,
                                        "lines": [{"sku": s, "qty": q, "resellable": r} for s, q, r in lines]}}], now)  # fmt: skip
@@ -1257,8 +1264,6 @@ def lock_promises(session: Session, keys: Sequence[tuple[int, int]]) -> None:
     """
     if not keys:
         return
-    from sqlalchemy import tuple_
-
     held = session.execute(
         select(Fulfilment.order_id, Fulfilment.id)
         .join(FulfilmentLine, FulfilmentLine.fulfilment_id == Fulfilment.id)
@@ -1315,11 +1320,17 @@ def handle_shortages(
                     if fed is not None and lifecycle.is_open(fed.status):
                         fed.at_risk = True
             report.append({"fulfilment_id": f.id, "order_id": f.order_id, "sku_id": sku_id,
-                           "sku": session.scalar(select(Sku.code).where(Sku.id == sku_id)),
-                           "location": session.scalar(select(Location.code).where(Location.id == loc_id)),
-                           "qty": qty, "rerouted_to": moved_to})  # fmt: skip
+                           "location_id": loc_id, "qty": qty, "rerouted_to": moved_to})  # fmt: skip
             events.emit(session, [_event(f, "fulfilment.shortage", qty=qty, rerouted_to=moved_to,
                                          at_risk=moved_to is None)], now)  # fmt: skip
+    if report:  # codes for the answer, one read each
+        sku_ids, loc_ids = {r["sku_id"] for r in report}, {r["location_id"] for r in report}
+        skus = dict(session.execute(select(Sku.id, Sku.code).where(Sku.id.in_(sku_ids))).tuples().all())
+        locs = dict(
+            session.execute(select(Location.id, Location.code).where(Location.id.in_(loc_ids))).tuples().all()
+        )
+        for r in report:
+            r["sku"], r["location"] = skus[r["sku_id"]], locs[r.pop("location_id")]
     return report
 
 
@@ -1373,8 +1384,6 @@ def _covered(session: Session, f: Fulfilment) -> bool:
 
 
 def tuple_in(keys: Sequence[tuple[int, int]]) -> Any:
-    from sqlalchemy import tuple_
-
     return tuple_(StockLevel.sku_id, StockLevel.location_id).in_(list(keys))
 
 
@@ -1426,8 +1435,7 @@ def _reroute(
                 take_capacity(session, ctx, [target_id])  # a new shipment counts against the day
     except LostRace:
         return None
-    legs = [Leg(Kind.RELEASE, fl.sku_id, f.location_id, qty, Deltas(reserved=-qty), order_id=f.order_id,
-                fulfilment_id=f.id, reason="shortage")]  # fmt: skip
+    legs = _give_back(f, fl.sku_id, qty, reason="shortage")
     fl.reserved -= qty
     if f.type == "pickup":
         # The pickup still happens here; the units now come by transfer.
@@ -1437,8 +1445,6 @@ def _reroute(
         # The pickup keeps waiting for these units; another location sends them instead.
         fl.cancelled += qty
         to_loc = f.to_location_id
-        legs.append(Leg(Kind.TRANSFER_CANCELLED, fl.sku_id, anchor_id, qty, Deltas(incoming=-qty),
-                        order_id=f.order_id, fulfilment_id=f.id, reason="shortage"))  # fmt: skip
     else:
         fl.cancelled += qty
         to_loc = None
@@ -1476,24 +1482,13 @@ def _reroute(
     changed[(fl.sku_id, target_id)] = changed.get((fl.sku_id, target_id), Deltas()) + Deltas(reserved=qty)
     events.stock_transitions(session, changed, now)
     if all(x.reserved == 0 and x.awaiting == 0 for x in _lines(session, f.id)) and f.type != "pickup":
-        if f.type == "ship" and f.status == Status.ALLOCATED.value:
-            # The shipment will not happen: its slot in the day's capacity is free again.
-            ctx_loc = ctx.location_by_id.get(f.location_id)
-            if ctx_loc is not None and ctx_loc.daily_capacity is not None:
-                release_capacity(
-                    session, f.location_id, f.created_at.astimezone(ZoneInfo(ctx_loc.timezone)).date()
-                )
+        _free_day_slot(session, f)
         f.status, f.updated_at = Status.CANCELLED.value, now
         events.emit(session, [_event(f, "fulfilment.cancelled", reason="shortage")], now)
     events.emit(session, [{"type": "fulfilment.allocated", "order_id": f.order_id, "fulfilment_id": existing.id,
                            "payload": {"order_id": f.order_id, "fulfilment_id": existing.id, "location": target.location,
                                        "type": new_type, "lines": [{"sku": sku_code, "qty": qty}], "reason": "shortage"}}], now)  # fmt: skip
     return target.location
-
-
-def location_id(session: Session, code: str) -> int | None:
-    """A location's id by its code (None if unknown)."""
-    return session.scalar(select(Location.id).where(Location.code == code))
 
 
 def get_fulfilment(session: Session, fid: int, *, scope: frozenset[int] | None = None) -> dict[str, Any]:

@@ -51,6 +51,14 @@ def _finished_below(session: Session) -> int | None:
     return int(session.scalar(text("SELECT (pg_snapshot_xmin(pg_current_snapshot())::text)::bigint")))
 
 
+def _position(txid: int, event_id: int) -> Any:
+    """A place in the outbox's commit order, to compare (txid, id) with."""
+    return tuple_(literal(txid, BigInteger), literal(event_id, BigInteger))
+
+
+_EVENT_POSITION = tuple_(OutboxEvent.txid, OutboxEvent.id)
+
+
 def list_events(
     session: Session, *, after: tuple[int, int] | None, after_id: int | None, type_: str | None, limit: int
 ) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
@@ -72,8 +80,7 @@ def list_events(
         after = (int(txid), after_id)
     stmt = select(OutboxEvent).order_by(OutboxEvent.txid, OutboxEvent.id).limit(limit)
     if after is not None:
-        mark = tuple_(literal(after[0], BigInteger), literal(after[1], BigInteger))
-        stmt = stmt.where(tuple_(OutboxEvent.txid, OutboxEvent.id) > mark)
+        stmt = stmt.where(_position(*after) < _EVENT_POSITION)
     horizon = _finished_below(session)
     if horizon is not None:
         stmt = stmt.where(OutboxEvent.txid < horizon)
@@ -168,10 +175,9 @@ def fan_out(session: Session, now: datetime, batch: int = 1000) -> int:
     for sub in session.scalars(
         select(WebhookSubscription).where(WebhookSubscription.active).with_for_update()
     ):
-        mark = tuple_(literal(sub.last_event_txid, BigInteger), literal(sub.last_event_id, BigInteger))
         stmt = (
             select(OutboxEvent.txid, OutboxEvent.id, OutboxEvent.type)
-            .where(tuple_(OutboxEvent.txid, OutboxEvent.id) > mark)
+            .where(_position(sub.last_event_txid, sub.last_event_id) < _EVENT_POSITION)
             .order_by(OutboxEvent.txid, OutboxEvent.id)
             .limit(batch)
         )
@@ -322,10 +328,7 @@ def prune(session: Session, now: datetime, *, keep_days: int, batch: int = 5000)
     if marks:
         # Not past a live subscription's position: the fan-out has yet to look at those.
         txid, eid = min((int(t), int(i)) for t, i in marks)
-        stmt = stmt.where(
-            tuple_(OutboxEvent.txid, OutboxEvent.id)
-            <= tuple_(literal(txid, BigInteger), literal(eid, BigInteger))
-        )
+        stmt = stmt.where(_position(txid, eid) >= _EVENT_POSITION)
     ids = []
     for eid, created, still_owed in session.execute(stmt):
         if created >= cutoff:
