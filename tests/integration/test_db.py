@@ -89,7 +89,7 @@ def test_a_connection_the_server_dropped_is_replaced_and_the_work_retried(
 def test_a_failed_commit_is_not_replayed() -> None:
     from sqlalchemy import exc
 
-    from app.db import _is_transient
+    from app.db.uow import _is_transient
 
     dropped = exc.OperationalError(
         "COMMIT", {}, Exception("server closed the connection"), connection_invalidated=True
