@@ -481,11 +481,14 @@ class FulfilmentLineOut(BaseModel):
 
 class FulfilmentOut(BaseModel):
     id: int
+    order_id: int
     location: str
     type: Literal["ship", "pickup", "transfer"]
     status: str
     to_location: str | None
     at_risk: bool
+    ready_at: datetime | None = Field(description="When the pickup was marked ready")
+    hold_until: datetime | None = Field(description="A ready pickup is held until then")
     lines: list[FulfilmentLineOut]
 
 
@@ -497,13 +500,25 @@ class OrderLineOut(BaseModel):
     returned: int
 
 
+class ShipToOut(BaseModel):
+    type: Literal["ship"]
+    lat: float | None
+    lon: float | None
+    postcode: str | None
+
+
+class PickupAtOut(BaseModel):
+    type: Literal["pickup"]
+    location: str | None
+
+
 class OrderOut(BaseModel):
     id: int
     external_id: str | None
     status: str
     channel: str | None
     customer_ref: str | None
-    delivery: dict[str, Any]
+    delivery: ShipToOut | PickupAtOut = Field(discriminator="type")
     lines: list[OrderLineOut]
     fulfilments: list[FulfilmentOut]
     routing: RoutingOut

@@ -167,6 +167,14 @@ class RoutingDecision:
     reason: str | None = None
 
 
+def initial_order_status(decision: RoutingDecision) -> str:
+    """A placed order starts allocated, partially allocated (some lines back-ordered) or, with
+    nothing allocated, back-ordered."""
+    if not decision.allocations:
+        return "backordered"
+    return "partially_allocated" if decision.backordered else "allocated"
+
+
 def ship_exclusion_reasons(candidate: Candidate) -> tuple[str, ...]:
     """A location may ship an order only if active, serving the channel, shipping, with capacity."""
     reasons = list(transfer_exclusion_reasons(candidate))

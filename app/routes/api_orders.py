@@ -8,21 +8,8 @@ from flask import current_app, request
 from flask_openapi3 import APIBlueprint, Tag
 
 from app.db import read_only, transaction
-from app.domain.errors import DomainError, Forbidden, InvalidInput
+from app.domain.errors import InvalidInput
 from app.domain.fulfilment import Status
-from app.observability import ORDER_ATTEMPTS, ORDERS
-from app.routes.common import (
-    API_PREFIX,
-    SECURITY,
-    ApiResult,
-    cursor_id,
-    documented_headers,
-    encode_cursor,
-    page_limit,
-    principal,
-    roles,
-    session_factory,
-)
 from app.schemas import (
     CancelIn,
     CustomerOrderQuery,
@@ -39,6 +26,11 @@ from app.schemas import (
     RoutingOut,
 )
 from app.services import orders
+from app.web import session_factory
+from app.web.auth import principal, roles
+from app.web.openapi import API_PREFIX, SECURITY, documented_headers
+from app.web.pagination import cursor_id, encode_cursor, page_limit
+from app.web.respond import ApiResult, respond, respond_page
 
 bp = APIBlueprint(
     "api_orders", __name__, url_prefix=API_PREFIX, abp_tags=[Tag(name="orders")], abp_security=SECURITY
@@ -46,7 +38,7 @@ bp = APIBlueprint(
 ERRORS: dict[int | str, Any] = {401: Problem, 403: Problem, 404: Problem, 409: Problem, 422: Problem}
 
 
-def _command(body: OrderIn, key: str | None) -> orders.PlaceOrder:
+def _command(body: OrderIn) -> orders.PlaceOrder:
     d = body.delivery
     delivery = (
         orders.Delivery("pickup", location=d.location)
@@ -61,57 +53,41 @@ def _command(body: OrderIn, key: str | None) -> orders.PlaceOrder:
         customer_ref=body.customer_ref,
         allow_split=body.allow_split,
         allow_partial=body.allow_partial,
-        idempotency_key=key,
+        idempotency_key=_idempotency_key(),
+        till=principal().role == "ops",
     )
 
 
+def _idempotency_key() -> str | None:
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    # A key that cannot identify a retry is a client bug to name, not "no key".
+    if not key.strip() or len(key) > 200 or not key.isprintable():
+        raise InvalidInput(
+            "bad Idempotency-Key",
+            [{"field": "Idempotency-Key", "message": "1 to 200 printable characters, not blank"}],
+        )
+    return key
+
+
 def _policy() -> orders.Policy:
-    return orders.policy_from_config(current_app.config)  # type: ignore[arg-type]
-
-
-_ROUTED_REFUSALS = frozenset({"insufficient_stock", "pickup_location_unavailable", "idempotency_conflict"})
+    return orders.policy_from_config(current_app.config)
 
 
 @bp.post("/orders", responses={201: OrderOut, 200: OrderOut, **ERRORS})
 @roles("storefront", "ops")
-@documented_headers(**{"Idempotency-Key": "Retries with the same key return the same order (max 200 chars)"})
+@documented_headers(**{"Idempotency-Key": "Retries with the same key return the same order (1-200 printable chars)"})
 def place_order(body: OrderIn) -> ApiResult:
     """Route and reserve an order; the same Idempotency-Key or external_id returns the same order.
 
     201 for a new order, 200 for a replay. 409 insufficient_stock lists alternatives and the
     routing explanation; 409 idempotency_conflict when the key came with a different body.
+    Storefront keys order on online channels only (a store's till channel is 403).
     """
-    key = request.headers.get("Idempotency-Key") or None
-    if key is not None and len(key) > 200:
-        raise InvalidInput(
-            "Idempotency-Key too long", [{"field": "Idempotency-Key", "message": "at most 200 characters"}]
-        )
-    cmd = _command(body, key)
-    policy = _policy()
     attempts = int(current_app.config["ROUTING_MAX_ATTEMPTS"]) + 1
-    tries = 0
-
-    def work(s: Any) -> orders.Placed:
-        nonlocal tries
-        tries += 1
-        return orders.place_order(s, cmd, policy)
-
-    try:
-        try:
-            placed = transaction(session_factory(), work, attempts=attempts)
-        except orders.LostRace:
-            with read_only(session_factory()) as session:
-                orders.refuse_after_lost_races(session, cmd, policy)
-    except DomainError as refused:
-        # Only refusals after routing know the channel exists; before that it is the caller's
-        # text, never a label value (each distinct value would be a new series).
-        known = refused.code in _ROUTED_REFUSALS
-        ORDERS.labels(body.channel if known else "-", refused.code).inc()
-        raise
-    finally:
-        ORDER_ATTEMPTS.observe(tries)
-    ORDERS.labels(body.channel, "replayed" if placed.replayed else "placed").inc()
-    return placed.order, 200 if placed.replayed else 201
+    placed = orders.place(session_factory(), _command(body), _policy(), attempts=attempts)
+    return respond(OrderOut, placed.order, 200 if placed.replayed else 201)
 
 
 @bp.post("/routing/quote", responses={200: RoutingOut, **ERRORS})
@@ -119,50 +95,45 @@ def place_order(body: OrderIn) -> ApiResult:
 def quote(body: OrderIn) -> ApiResult:
     """The routing decision placing this order would take now; reserves nothing."""
     with read_only(session_factory()) as session:
-        return orders.quote(session, _command(body, None), _policy())
+        return respond(RoutingOut, orders.quote(session, _command(body), _policy()))
 
 
 @bp.get("/orders/<int:id>", responses={200: OrderOut, **ERRORS})
 @roles("storefront", "ops", "staff")
 def get_order(path: OrderPath) -> ApiResult:
-    """One order with its fulfilments and routing explanation."""
+    """One order with its fulfilments and routing explanation; staff see their locations' part."""
     with read_only(session_factory()) as session:
-        order = orders.get_order(session, path.id)
-    _check_staff_scope(order)
-    return order
-
-
-def _check_staff_scope(order: dict[str, Any]) -> None:
-    who = principal()
-    if who.role == "staff" and not set(who.location_codes) & {f["location"] for f in order["fulfilments"]}:
-        raise Forbidden("this order has nothing at your locations")
+        return respond(OrderOut, orders.get_order(session, path.id, scope=principal().scope()))
 
 
 @bp.get("/orders", responses={200: OrderPage, **ERRORS})
 @roles("storefront", "ops", "staff")
 def list_orders(query: OrderQuery) -> ApiResult:
-    """Orders newest first, filtered by status, location, channel, customer and dates; keyset-paged."""
-    return _order_page(query, query.customer_ref, principal().scope())
+    """Orders newest first, filtered by status, location, channel, customer and dates; keyset-paged.
+
+    Staff see only orders with a fulfilment at their locations, and only those fulfilments.
+    """
+    return _order_page(query, query.customer_ref)
 
 
 @bp.get("/customers/<customer_ref>/orders", responses={200: OrderPage, **ERRORS})
 @roles("storefront", "ops")
 def customer_orders(path: CustomerPath, query: CustomerOrderQuery) -> ApiResult:
     """One customer's orders from every channel, newest first, with the same filters as /orders."""
-    return _order_page(query, path.customer_ref, None)
+    return _order_page(query, path.customer_ref)
 
 
-def _order_page(
-    query: CustomerOrderQuery, customer_ref: str | None, scope: frozenset[int] | None
-) -> ApiResult:
+def _order_page(query: CustomerOrderQuery, customer_ref: str | None) -> ApiResult:
     flt = orders.OrderFilter(
         status=query.status, location=query.location, channel=query.channel, customer_ref=customer_ref,
-        created_from=query.created_from, created_to=query.created_to, allowed_locations=scope,
+        created_from=query.created_from, created_to=query.created_to,
     )  # fmt: skip
     before = cursor_id(query.cursor)
     with read_only(session_factory()) as session:
-        items, nxt = orders.list_orders(session, flt, before_id=before, limit=page_limit(query.limit))
-    return {"items": items, "next_cursor": encode_cursor(nxt) if nxt else None}
+        items, nxt = orders.list_orders(
+            session, flt, before_id=before, limit=page_limit(query.limit), scope=principal().scope()
+        )
+    return respond_page(OrderPage, items, encode_cursor(nxt) if nxt else None)
 
 
 @bp.post("/orders/<int:id>/cancel", responses={200: OrderOut, **ERRORS})
@@ -170,7 +141,7 @@ def _order_page(
 def cancel_order(path: OrderPath, body: CancelIn) -> ApiResult:
     """Cancel the whole order, or some units of some lines; released stock is available again."""
     lines = [(ln.sku, ln.qty) for ln in body.lines] if body.lines else None
-    return transaction(session_factory(), lambda s: orders.cancel_order(s, path.id, lines))
+    return respond(OrderOut, transaction(session_factory(), lambda s: orders.cancel_order(s, path.id, lines)))
 
 
 @bp.post("/orders/<int:id>/returns", responses={200: OrderOut, **ERRORS})
@@ -179,17 +150,18 @@ def record_return(path: OrderPath, body: ReturnIn) -> ApiResult:
     """Take delivered units back at a location; resellable units rejoin stock. Staff: their own locations."""
     lines = [(ln.sku, ln.qty, ln.resellable) for ln in body.lines]
     scope = principal().scope()
-    return transaction(
+    returned = transaction(
         session_factory(),
         lambda s: orders.record_return(
             s, path.id, location=body.location, lines=lines, external_ref=body.external_ref, scope=scope
         ),
     )
+    return respond(OrderOut, returned)
 
 
 def _transition(fid: int, target: Status) -> ApiResult:
     scope = principal().scope()
-    return transaction(session_factory(), lambda s: orders.transition(s, fid, target, scope=scope))
+    return respond(FulfilmentOut, transaction(session_factory(), lambda s: orders.transition(s, fid, target, scope=scope)))
 
 
 @bp.get("/fulfilments/<int:id>", responses={200: FulfilmentOut, **ERRORS})
@@ -197,7 +169,7 @@ def _transition(fid: int, target: Status) -> ApiResult:
 def get_fulfilment(path: FulfilmentPath) -> ApiResult:
     """One fulfilment with its lines."""
     with read_only(session_factory()) as session:
-        return orders.get_fulfilment(session, path.id, scope=principal().scope())
+        return respond(FulfilmentOut, orders.get_fulfilment(session, path.id, scope=principal().scope()))
 
 
 @bp.post("/fulfilments/<int:id>/pick", responses={200: FulfilmentOut, **ERRORS})

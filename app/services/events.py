@@ -12,29 +12,23 @@ from sqlalchemy.orm import Session
 
 from app.db import Raw, utcnow
 from app.domain import ledger
+from app.domain.events import EVENT_TYPES as EVENT_TYPES  # the catalogue is the domain's
+from app.domain.events import ORDER_EVENTS as ORDER_EVENTS
+from app.domain.events import STOCK_EVENTS as STOCK_EVENTS
+from app.domain.events import Event, stock_crossed
 from app.domain.ledger import Deltas
 from app.models import Channel, ChannelLocation, Location, Sku
-
-ORDER_EVENTS = (
-    "order.created", "order.cancelled", "order.lines_cancelled", "fulfilment.allocated", "fulfilment.picking",
-    "fulfilment.ready_for_pickup", "fulfilment.shipped", "fulfilment.received",
-    "fulfilment.collected", "fulfilment.cancelled", "fulfilment.expired", "fulfilment.shortage",
-    "order.returned",
-)  # fmt: skip
-STOCK_EVENTS = ("stock.out_of_stock", "stock.back_in_stock")
-EVENT_TYPES = ORDER_EVENTS + STOCK_EVENTS
-
 
 OUTBOX_COLUMNS = ("type", "order_id", "fulfilment_id", "payload", "created_at")
 
 
-def outbox_rows(events: Iterable[dict[str, Any]], now: datetime) -> list[tuple[Any, ...]]:
-    """Events ({type, order_id?, fulfilment_id?, payload}) as outbox rows in OUTBOX_COLUMNS order."""
-    return [(e["type"], e.get("order_id"), e.get("fulfilment_id"), e["payload"], now) for e in events]
+def outbox_rows(events: Iterable[Event], now: datetime) -> list[tuple[Any, ...]]:
+    """Events as outbox rows in OUTBOX_COLUMNS order."""
+    return [(e.type, e.order_id, e.fulfilment_id, dict(e.payload), now) for e in events]
 
 
-def emit(session: Session, events: Iterable[dict[str, Any]], now: datetime | None = None) -> None:
-    """Append events ({type, order_id?, fulfilment_id?, payload}) to the outbox."""
+def emit(session: Session, events: Iterable[Event], now: datetime | None = None) -> None:
+    """Append events to the outbox, in the caller's transaction."""
     Raw.of(session).insert("outbox_events", OUTBOX_COLUMNS, outbox_rows(events, now or utcnow()))
 
 
@@ -64,7 +58,7 @@ def stock_transitions(
     *,
     emit_now: bool = True,
     after: Sequence[LevelRow] | None = None,
-) -> list[dict[str, Any]]:
+) -> list[Event]:
     """Emit out_of_stock / back_in_stock where this transaction moved availability across zero.
 
     Emits them (or, with emit_now=False, returns them for the caller to emit with its own).
@@ -105,22 +99,12 @@ def stock_transitions(
     sku_codes = dict(
         session.execute(select(Sku.id, Sku.code).where(Sku.id.in_({c[0] for c in crossings}))).tuples().all()
     )
-    events = []
+    events: list[Event] = []
     for sku_id, loc_id, kind, available in crossings:
         for serving_loc, channel, channel_kind, loc_code in serving:
             if serving_loc != loc_id or channel_kind != kind:
                 continue
-            events.append(
-                {
-                    "type": "stock.back_in_stock" if available > 0 else "stock.out_of_stock",
-                    "payload": {
-                        "sku": sku_codes[sku_id],
-                        "location": loc_code,
-                        "channel": channel,
-                        "available": available,
-                    },
-                }
-            )
+            events.append(stock_crossed(sku_codes[sku_id], loc_code, channel, available))
     if emit_now:
         emit(session, events, now)
     return events

@@ -25,6 +25,7 @@ from app.domain.ledger import Deltas, Kind
 from app.models import Channel, ChannelLocation, Location, Movement, Sku, StockLevel
 from app.observability import LEDGER_MOVEMENTS
 from app.services import catalog, events, orders
+from app.services import shortages as shortages_
 from app.services.ledger import Leg, apply_deltas, ensure_levels, insert_movements, lock_levels, totals_by_key
 
 # The first leg's stored kind for each kind the API accepts; idempotent replays compare on it.
@@ -44,7 +45,7 @@ class BatchResult:
     applied: int
     duplicates: int
     results: list[dict[str, Any]]
-    shortages: list[dict[str, Any]]
+    shortages: list[shortages_.Shortage]
 
 
 def _resolve(session: Session, movements: Sequence[dict[str, Any]]) -> tuple[dict[str, int], dict[str, int]]:
@@ -132,7 +133,7 @@ def post_movements(
     taking = {
         key(m) for m in movements if m["kind"] in _TAKING or (m["kind"] == "adjustment" and m["qty"] < 0)
     }
-    orders.lock_promises(session, sorted(taking))
+    shortages_.lock_promises(session, sorted(taking))
     # Lock before the replay check: a concurrent copy of this batch then waits for our commit
     # and sees our rows as duplicates instead of racing us to the unique constraint.
     levels = lock_levels(session, keys)
@@ -269,9 +270,9 @@ def post_movements(
     events.stock_transitions(session, totals, now)
     # An outside fact may have taken units promised to open fulfilments: move or flag them.
     dropped = [k for k, d in totals.items() if d.on_hand < 0 or d.reserved > 0]
-    shortages = orders.handle_shortages(session, dropped, policy or orders.Policy(), now) if dropped else []
+    shortages = shortages_.handle_shortages(session, dropped, policy or orders.Policy(), now) if dropped else []
     # Stock that came back may make good a promise flagged at risk by an earlier shortage.
-    orders.clear_recovered(session, [k for k, d in totals.items() if d.on_hand > 0 or d.reserved < 0], now)
+    shortages_.clear_recovered(session, [k for k, d in totals.items() if d.on_hand > 0 or d.reserved < 0], now)
     by_index = {r["index"]: r for r in results}
     for owner, mid in zip(owners, ids, strict=True):
         by_index[owner]["movement_ids"].append(mid)

@@ -356,7 +356,7 @@ def test_a_failure_after_reserving_leaves_no_order_and_no_reservation(
 ) -> None:
     from app.db import read_only
     from app.models import Fulfilment, Movement, Order, OrderLine, OutboxEvent
-    from app.services import orders
+    from app.services.orders import reservations
 
     def counts() -> dict[str, int]:
         with read_only(app.extensions["session_factory"]) as s:
@@ -365,13 +365,13 @@ def test_a_failure_after_reserving_leaves_no_order_and_no_reservation(
             }
 
     before = counts()
-    real = orders.reserve
+    real = reservations.reserve
 
     def reserve_then_crash(*a: Any, **k: Any) -> Any:
         real(*a, **k)  # the reservation (and on PostgreSQL the order's rows with it) is written...
         raise RuntimeError("crash between reserving and answering")  # ...and the process dies
 
-    monkeypatch.setattr(orders, "reserve", reserve_then_crash)
+    monkeypatch.setattr(reservations, "reserve", reserve_then_crash)
     for lines in ([("TEE", 2)], [("TEE", 1), ("MUG", 1)]):
         r = order(storefront, lines)
         assert r.status_code == 500
@@ -528,7 +528,7 @@ def test_collecting_a_pickup_moves_the_ledger_and_ready_waits_for_transfers(
     deliver_transfer(ops, fs["transfer"]["id"])
     transaction(factory, lambda s: orders.transition(s, pid, Status.READY_FOR_PICKUP))
     done = transaction(factory, lambda s: orders.transition(s, pid, Status.COLLECTED))
-    assert {(ln["sku"], ln["reserved"], ln["done"]) for ln in done["lines"]} == {("TEE", 0, 2), ("MUG", 0, 1)}
+    assert {(ln.sku, ln.reserved, ln.done) for ln in done.lines} == {("TEE", 0, 2), ("MUG", 0, 1)}
     for sku in ("TEE", "MUG"):
         levels = ops.get("/api/v1/stock/levels", query_string={"sku": sku, "location": "ST-A"}).json
         assert (levels["items"][0]["on_hand"], levels["items"][0]["reserved"]) == (0, 0)
@@ -561,6 +561,7 @@ def test_races_lost_on_every_retry_end_in_a_refusal_that_explains_itself(
     app: Flask, storefront: Api, shop: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from app.services import orders
+    from app.services.orders import reservations
 
     calls: list[int] = []
 
@@ -568,7 +569,7 @@ def test_races_lost_on_every_retry_end_in_a_refusal_that_explains_itself(
         calls.append(1)
         raise orders.LostRace("stock changed between routing and reserving")
 
-    monkeypatch.setattr(orders, "reserve", always_lost)
+    monkeypatch.setattr(reservations, "reserve", always_lost)
     r = order(storefront, [("TEE", 1)])
     assert (r.status_code, r.json["code"]) == (409, "insufficient_stock")
     assert len(calls) == app.config["ROUTING_MAX_ATTEMPTS"] + 1
@@ -585,9 +586,9 @@ def test_a_race_lost_to_a_till_sale_reroutes_with_fresh_stock(
 ) -> None:
     from sqlalchemy import text
 
-    from app.services import orders
+    from app.services.orders import reservations
 
-    real = orders.reserve
+    real = reservations.reserve
     engine = app.extensions["engine"]
 
     def sale_first(*a: Any, **k: Any) -> Any:
@@ -601,7 +602,7 @@ def test_a_race_lost_to_a_till_sale_reroutes_with_fresh_stock(
         return real(*a, **k)
 
     calls: list[int] = []
-    monkeypatch.setattr(orders, "reserve", sale_first)
+    monkeypatch.setattr(reservations, "reserve", sale_first)
     r = order(storefront, [("TEE", 2)])
     assert r.status_code == 201, r.json
     assert len(calls) == 2
@@ -836,7 +837,7 @@ def test_a_ready_pickup_that_awaits_units_again_cannot_be_collected_yet(
     )
     deliver_transfer(ops, transfer["id"])
     done = transaction(factory, lambda s: orders.transition(s, pid, Status.COLLECTED))
-    assert {(ln["sku"], ln["done"]) for ln in done["lines"]} == {("TEE", 2)}
+    assert {(ln.sku, ln.done) for ln in done.lines} == {("TEE", 2)}
     verify(app)
 
 
