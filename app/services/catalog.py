@@ -6,9 +6,9 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from app.db import insert_for
 from app.domain.errors import AlreadyExists, InvalidInput, UnknownChannel, UnknownLocation, UnknownSku
 from app.models import Channel, ChannelLocation, Location, Postcode, Sku
 
@@ -246,10 +246,9 @@ def load_postcodes(session: Session, places: Sequence[tuple[str, float, float]])
     """Add or move postcodes (code, lat, lon) so ship-to-postcode deliveries can be placed."""
     if not places:
         return 0
-    dialect = sqlite if session.get_bind().dialect.name == "sqlite" else postgresql
     for start in range(0, len(places), 5000):
         chunk = [{"code": c, "lat": lat, "lon": lon} for c, lat, lon in places[start : start + 5000]]
-        stmt = dialect.insert(Postcode).values(chunk)
+        stmt = insert_for(session, Postcode).values(chunk)
         session.execute(stmt.on_conflict_do_update(index_elements=["code"], set_={
             "lat": stmt.excluded.lat, "lon": stmt.excluded.lon}))  # fmt: skip
     return len(places)

@@ -8,10 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, func, insert, select, text, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.db import Raw, is_sqlite, utcnow
+from app.db import Raw, insert_for, is_sqlite, utcnow
 from app.domain.ledger import Deltas, Kind
 from app.models import Movement, StockLevel
 
@@ -57,9 +56,8 @@ def ensure_levels(session: Session, keys: Iterable[Key]) -> None:
     rows = [{"sku_id": s, "location_id": loc} for s, loc in sorted(set(keys))]
     if not rows:
         return
-    dialect = postgresql if not is_sqlite(session.get_bind()) else sqlite  # type: ignore[arg-type]
+    stmt = insert_for(session, StockLevel).on_conflict_do_nothing()
     for start in range(0, len(rows), 2000):
-        stmt = dialect.insert(StockLevel).on_conflict_do_nothing()
         session.execute(stmt, rows[start : start + 2000])
 
 

@@ -11,10 +11,9 @@ from typing import Any
 
 from sqlalchemy import BigInteger, func, insert, literal, select, text, tuple_, update
 from sqlalchemy import delete as sql_delete
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.db import is_sqlite
+from app.db import insert_for, is_sqlite
 from app.domain.errors import InvalidInput, NotFound
 from app.models import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookSubscription
 from app.services.events import EVENT_TYPES
@@ -170,7 +169,6 @@ def fan_out(session: Session, now: datetime, batch: int = 1000) -> int:
     # Walk (txid, id) instead, and on PostgreSQL only below the oldest running transaction:
     # every writer there has ended, so no event can still appear behind the mark.
     horizon = _finished_below(session)
-    insert_ = sqlite.insert if horizon is None else postgresql.insert
     created = 0
     for sub in session.scalars(
         select(WebhookSubscription).where(WebhookSubscription.active).with_for_update()
@@ -192,7 +190,7 @@ def fan_out(session: Session, now: datetime, batch: int = 1000) -> int:
                      "next_attempt_at": now} for eid in wanted]  # fmt: skip
             # Idempotent should a mark ever be behind deliveries already made.
             made = session.execute(
-                insert_(WebhookDelivery).values(rows).on_conflict_do_nothing().returning(WebhookDelivery.id)
+                insert_for(session, WebhookDelivery).values(rows).on_conflict_do_nothing().returning(WebhookDelivery.id)
             ).all()
             created += len(made)
         sub.last_event_txid, sub.last_event_id = evs[-1][0], evs[-1][1]

@@ -17,9 +17,8 @@ from typing import Any
 
 from flask import Flask
 from sqlalchemy import insert, or_, update
-from sqlalchemy.dialects import postgresql, sqlite
 
-from app.db import is_sqlite, transaction, utcnow
+from app.db import insert_for, transaction, utcnow
 from app.models import JobLock, JobRun
 from app.sync import jobs
 
@@ -54,8 +53,7 @@ def job_by_id(job_id: str) -> Job:
 def _acquire(app: Flask, job: Job) -> bool:
     def work(s: Any) -> bool:
         now = utcnow()
-        dialect = sqlite if is_sqlite(s.get_bind()) else postgresql
-        s.execute(dialect.insert(JobLock).values(job=job.id).on_conflict_do_nothing())
+        s.execute(insert_for(s, JobLock).values(job=job.id).on_conflict_do_nothing())
         got = s.execute(
             update(JobLock)
             .where(JobLock.job == job.id, or_(JobLock.locked_until.is_(None), JobLock.locked_until < now))
