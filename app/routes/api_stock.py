@@ -9,19 +9,6 @@ from flask_openapi3 import APIBlueprint, Tag
 
 from app.db import read_only, transaction
 from app.domain.errors import InvalidInput
-from app.routes.common import (
-    API_PREFIX,
-    SECURITY,
-    ApiResult,
-    check_location_scope,
-    cursor_id,
-    cursor_ids,
-    encode_cursor,
-    page_limit,
-    principal,
-    roles,
-    session_factory,
-)
 from app.schemas import (
     AvailabilityOut,
     AvailabilityQuery,
@@ -36,7 +23,12 @@ from app.schemas import (
     Problem,
     SafetyStockIn,
 )
-from app.services import catalog, orders, stock
+from app.services import orders, stock, stock_reads
+from app.web import session_factory
+from app.web.auth import principal, roles
+from app.web.openapi import API_PREFIX, SECURITY
+from app.web.pagination import cursor_id, cursor_ids, encode_cursor, page_limit
+from app.web.respond import ApiResult, respond, respond_page
 
 bp = APIBlueprint(
     "api_stock", __name__, url_prefix=API_PREFIX, abp_tags=[Tag(name="stock")], abp_security=SECURITY
@@ -59,66 +51,43 @@ def post_movements(body: MovementBatch) -> ApiResult:
     result = transaction(
         session_factory(), lambda s: stock.post_movements(s, rows, api_key_id=key_id, policy=policy)
     )
-    out = {
-        "applied": result.applied,
-        "duplicates": result.duplicates,
-        "results": result.results,
-        "shortages": result.shortages,
-    }
-    return out, 201 if result.applied else 200
+    return respond(MovementBatchOut, result, 201 if result.applied else 200)
 
 
 @bp.get("/stock/movements", responses={200: MovementPage, **ERRORS})
 @roles("ops", "staff")
 def movement_history(query: MovementQuery) -> ApiResult:
     """Ledger history, newest first, keyset-paged; staff see their own locations."""
-    limit = page_limit(query.limit)
     with read_only(session_factory()) as session:
-        if query.location is not None:
-            check_location_scope(catalog.get_location(session, query.location).id, query.location)
-        items, nxt = stock.history(
-            session,
-            sku=query.sku,
-            location=query.location,
-            kind=query.kind,
-            allowed_locations=principal().scope(),
-            before_id=cursor_id(query.cursor),
-            limit=limit,
-        )
-    return {"items": items, "next_cursor": encode_cursor(nxt) if nxt is not None else None}
+        items, nxt = stock_reads.history(
+            session, sku=query.sku, location=query.location, kind=query.kind, scope=principal().scope(),
+            before_id=cursor_id(query.cursor), limit=page_limit(query.limit),
+        )  # fmt: skip
+    return respond_page(MovementPage, items, encode_cursor(nxt) if nxt is not None else None)
 
 
 @bp.get("/stock/levels", responses={200: LevelPage, **ERRORS})
 @roles("ops", "staff")
 def list_levels(query: LevelQuery) -> ApiResult:
-    """Stock levels with available figures and shortages, keyset-paged."""
-    limit = page_limit(query.limit)
+    """Stock levels with available figures and shortages, keyset-paged; staff see their own locations."""
     after = cursor_ids(query.cursor, 2)
     with read_only(session_factory()) as session:
-        if query.location is not None:
-            check_location_scope(catalog.get_location(session, query.location).id, query.location)
-        items, nxt = stock.list_levels(
-            session,
-            sku=query.sku,
-            location=query.location,
-            short_only=query.short_only,
-            allowed_locations=principal().scope(),
-            after=(after[0], after[1]) if after else None,
-            limit=limit,
-        )
-    return {"items": items, "next_cursor": encode_cursor(list(nxt)) if nxt else None}
+        items, nxt = stock_reads.list_levels(
+            session, sku=query.sku, location=query.location, short_only=query.short_only,
+            scope=principal().scope(), after=(after[0], after[1]) if after else None, limit=page_limit(query.limit),
+        )  # fmt: skip
+    return respond_page(LevelPage, items, encode_cursor(list(nxt)) if nxt else None)
 
 
 @bp.put("/stock/levels/<sku>/<location>/safety-stock", responses={200: LevelOut, **ERRORS})
 @roles("ops")
 def set_safety_stock(path: LevelPath, body: SafetyStockIn) -> ApiResult:
     """Override the units of one SKU held back from online channels at one location."""
-    return transaction(
+    level = transaction(
         session_factory(),
-        lambda s: stock.set_safety_stock(
-            s, sku=path.sku, location=path.location, safety_stock=body.safety_stock
-        ),
+        lambda s: stock.set_safety_stock(s, sku=path.sku, location=path.location, safety_stock=body.safety_stock),
     )
+    return respond(LevelOut, level)
 
 
 @bp.get("/availability", responses={200: AvailabilityOut, **ERRORS})
@@ -130,12 +99,7 @@ def availability(query: AvailabilityQuery) -> ApiResult:
     if len(codes) > limit:
         raise InvalidInput("too many SKUs", [{"field": "skus", "message": f"at most {limit}"}])
     with read_only(session_factory()) as session:
-        items = stock.availability(
-            session,
-            sku_codes=codes,
-            channel=query.channel,
-            lat=query.lat,
-            lon=query.lon,
-            location=query.location,
+        found = stock_reads.availability(
+            session, sku_codes=codes, channel=query.channel, lat=query.lat, lon=query.lon, location=query.location
         )
-    return {"channel": query.channel, "items": items}
+    return respond(AvailabilityOut, found)

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, literal, select, tuple_
+from sqlalchemy import select, tuple_
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from app.db import Retry, after_commit, utcnow
 from app.domain import ledger
@@ -17,14 +17,11 @@ from app.domain.errors import (
     IdempotencyConflict,
     InvalidInput,
     StockConflict,
-    UnknownChannel,
-    UnknownSku,
 )
-from app.domain.geo import haversine_km
 from app.domain.ledger import Deltas, Kind
-from app.models import Channel, ChannelLocation, Location, Movement, Sku, StockLevel
+from app.models import Location, Movement, Sku, StockLevel
 from app.observability import LEDGER_MOVEMENTS
-from app.services import catalog, events, orders
+from app.services import catalog, events, orders, stock_reads
 from app.services import shortages as shortages_
 from app.services.ledger import Leg, apply_deltas, ensure_levels, insert_movements, lock_levels, totals_by_key
 
@@ -294,68 +291,11 @@ def count_movements(kinds: dict[str, int]) -> None:
 
 
 # ---------------------------------------------------------------- reads
-def _level_out(sku: str, loc: str, on_hand: int, reserved: int, incoming: int,
-               override: int | None, default_safety: int) -> dict[str, Any]:  # fmt: skip
-    safety = default_safety if override is None else override
-    lv = ledger.Level(on_hand, reserved, incoming, safety)
-    return {
-        "sku": sku,
-        "location": loc,
-        "on_hand": on_hand,
-        "reserved": reserved,
-        "incoming": incoming,
-        "safety_stock": safety,
-        "safety_stock_override": override,
-        "available_online": ledger.available(lv, online=True),
-        "available_store": ledger.available(lv, online=False),
-        "shortage": ledger.shortage(lv),
-    }
-
-
-def list_levels(
-    session: Session,
-    *,
-    sku: str | None,
-    location: str | None,
-    short_only: bool,
-    allowed_locations: frozenset[int] | None,
-    after: tuple[int, int] | None,
-    limit: int,
-) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
-    """Stock levels with their derived figures, keyset-paged by (sku, location)."""
-    stmt = (
-        select(
-            StockLevel.sku_id, StockLevel.location_id, Sku.code, Location.code,
-            StockLevel.on_hand, StockLevel.reserved, StockLevel.incoming,
-            StockLevel.safety_stock, Location.default_safety_stock,
-        )
-        .join(Sku, Sku.id == StockLevel.sku_id)
-        .join(Location, Location.id == StockLevel.location_id)
-        .order_by(StockLevel.sku_id, StockLevel.location_id)
-        .limit(limit + 1)
-    )  # fmt: skip
-    if sku is not None:
-        stmt = stmt.where(StockLevel.sku_id == catalog.get_sku(session, sku).id)
-    if location is not None:
-        stmt = stmt.where(StockLevel.location_id == catalog.get_location(session, location).id)
-    if allowed_locations is not None:
-        stmt = stmt.where(StockLevel.location_id.in_(allowed_locations))
-    if short_only:
-        stmt = stmt.where(StockLevel.reserved > StockLevel.on_hand)
-    if after is not None:
-        stmt = stmt.where(
-            tuple_(StockLevel.sku_id, StockLevel.location_id) > tuple_(literal(after[0]), literal(after[1]))
-        )
-    rows = session.execute(stmt).all()
-    page = rows[:limit]
-    items = [_level_out(*r[2:]) for r in page]
-    nxt = (page[-1][0], page[-1][1]) if len(rows) > limit else None
-    return items, nxt
 
 
 def set_safety_stock(
     session: Session, *, sku: str, location: str, safety_stock: int | None
-) -> dict[str, Any]:
+) -> stock_reads.LevelView:
     """Override (or clear) the units held back from online channels for one SKU at one location."""
     sku_row = catalog.get_sku(session, sku)
     loc = catalog.get_location(session, location)
@@ -365,120 +305,9 @@ def set_safety_stock(
         raise RuntimeError("stock level vanished")
     level.safety_stock = safety_stock
     session.flush()
-    return _level_out(sku, location, level.on_hand, level.reserved, level.incoming,
-                      level.safety_stock, loc.default_safety_stock)  # fmt: skip
+    return stock_reads.level_view(sku, location, level.on_hand, level.reserved, level.incoming,
+                                  level.safety_stock, loc.default_safety_stock)  # fmt: skip
 
 
-def availability(
-    session: Session,
-    *,
-    sku_codes: Sequence[str],
-    channel: str,
-    lat: float | None = None,
-    lon: float | None = None,
-    location: str | None = None,
-) -> list[dict[str, Any]]:
-    """Units each active location serving the channel can sell now, per SKU and in total."""
-    ch = session.execute(select(Channel.id, Channel.kind).where(Channel.code == channel)).one_or_none()
-    if ch is None:
-        raise UnknownChannel(f"no channel {channel!r}", channel=channel)
-    channel_id, channel_kind = ch
-    online = channel_kind == "online"
-    lvl = aliased(StockLevel)
-    stmt = (
-        select(
-            Sku.code, Location.code, Location.lat, Location.lon, Location.default_safety_stock,
-            lvl.on_hand, lvl.reserved, lvl.incoming, lvl.safety_stock,
-        )
-        .select_from(Sku)
-        .join(ChannelLocation, ChannelLocation.channel_id == channel_id)
-        .join(Location, and_(Location.id == ChannelLocation.location_id, Location.active))
-        .outerjoin(lvl, and_(lvl.sku_id == Sku.id, lvl.location_id == Location.id))
-        .where(Sku.code.in_(list(sku_codes)))
-    )  # fmt: skip
-    if location is not None:
-        stmt = stmt.where(Location.code == location)
-    rows = session.execute(stmt).all()
-    per_sku: dict[str, list[dict[str, Any]]] = {code: [] for code in sku_codes}
-    seen = set()
-    for sku, loc, llat, llon, default_safety, on_hand, reserved, incoming, override in rows:
-        seen.add(sku)
-        level = ledger.Level(on_hand or 0, reserved or 0, incoming or 0,
-                             default_safety if override is None else override)  # fmt: skip
-        dist = None
-        if lat is not None and lon is not None and llat is not None and llon is not None:
-            dist = round(haversine_km(lat, lon, llat, llon), 2)
-        per_sku[sku].append(
-            {
-                "location": loc,
-                "available": ledger.available(level, online=online),
-                "on_hand": level.on_hand,
-                "reserved": level.reserved,
-                "incoming": level.incoming,
-                "distance_km": dist,
-            }
-        )
-    missing = [c for c in sku_codes if c not in seen]
-    if missing:
-        # No row for them: unknown SKUs, or the channel/location has no active location at all.
-        known = set(session.scalars(select(Sku.code).where(Sku.code.in_(missing))))
-        unknown = [c for c in missing if c not in known]
-        if unknown:
-            raise UnknownSku(f"unknown SKU(s): {', '.join(unknown[:20])}", unknown=unknown, field="skus")
-        if location is not None:
-            catalog.get_location(session, location)
-    items = []
-    for sku in sku_codes:
-        locs = per_sku[sku]
-        if lat is not None:
-            locs.sort(key=lambda r: (r["distance_km"] is None, r["distance_km"] or 0.0, r["location"]))
-        else:
-            locs.sort(key=lambda r: r["location"])
-        items.append({"sku": sku, "total_available": sum(r["available"] for r in locs), "locations": locs})
-    return items
 
 
-def history(
-    session: Session,
-    *,
-    sku: str | None,
-    location: str | None,
-    kind: str | None,
-    allowed_locations: frozenset[int] | None,
-    before_id: int | None,
-    limit: int,
-) -> tuple[list[dict[str, Any]], int | None]:
-    """Ledger movements newest first, keyset-paged by id."""
-    stmt = (
-        select(Movement, Sku.code, Location.code)
-        .join(Sku, Sku.id == Movement.sku_id)
-        .join(Location, Location.id == Movement.location_id)
-        .order_by(Movement.id.desc())
-        .limit(limit + 1)
-    )
-    if sku is not None:
-        stmt = stmt.where(Movement.sku_id == catalog.get_sku(session, sku).id)
-    if location is not None:
-        stmt = stmt.where(Movement.location_id == catalog.get_location(session, location).id)
-    if kind is not None:
-        stmt = stmt.where(Movement.kind == kind)
-    if allowed_locations is not None:
-        stmt = stmt.where(Movement.location_id.in_(allowed_locations))
-    if before_id is not None:
-        stmt = stmt.where(Movement.id < before_id)
-    rows = session.execute(stmt).all()
-    page = rows[:limit]
-    items = []
-    for mv, sku_code, loc_code in page:
-        items.append(
-            {
-                "id": mv.id, "kind": mv.kind, "sku": sku_code, "location": loc_code, "qty": mv.qty,
-                "on_hand_delta": mv.on_hand_delta, "reserved_delta": mv.reserved_delta,
-                "incoming_delta": mv.incoming_delta, "reason": mv.reason, "source": mv.source,
-                "external_ref": mv.external_ref, "occurred_at": mv.occurred_at,
-                "recorded_at": mv.recorded_at, "order_id": mv.order_id,
-                "fulfilment_id": mv.fulfilment_id, "sync_run_id": mv.sync_run_id, "note": mv.note,
-            }
-        )  # fmt: skip
-    nxt = page[-1][0].id if len(rows) > limit else None
-    return items, nxt
