@@ -1,11 +1,13 @@
-"""The omnistock WSGI app wrapped in a pyinstrument profiler, for bench_orders.py only.
+"""The omnistock WSGI app wrapped in a pyinstrument profiler, for the benchmarks' profiles only.
 
 gunicorn serves `bench._profile_wsgi:application`. It is the app from `app:create_app()`. In
-addition, every `POST /api/v1/orders` handled between `GET /__bench_profile/start` and
+addition, every request to `BENCH_PROFILE_METHOD BENCH_PROFILE_PATH` (default
+`POST /api/v1/orders`) handled between `GET /__bench_profile/start` and
 `GET /__bench_profile/stop` is profiled on its own thread (wall clock, 1 ms interval). `stop`
 merges the profiles and answers with JSON: the profiled wall time, the number of requests, and
-functions ranked by self time and by inclusive time. If `BENCH_PROFILE_OUT` is set, `stop`
-also writes `<BENCH_PROFILE_OUT>.txt` (the call tree) and `<BENCH_PROFILE_OUT>.html`.
+the views of bench/lib/profile.py (functions by self and inclusive time, packages, layers). If
+`BENCH_PROFILE_OUT` is set, `stop` also writes `<BENCH_PROFILE_OUT>.txt` (the call tree) and
+`<BENCH_PROFILE_OUT>.html`.
 
 This is never deployed. The paths under /__bench_profile/ need no key.
 """
@@ -24,11 +26,12 @@ from pyinstrument.frame import Frame
 from pyinstrument.session import Session
 
 from app import create_app
+from bench.lib.profile import Key, layer_of, profile_views
 
-ORDERS_PATH = "/api/v1/orders"
+PROFILED_METHOD = os.environ.get("BENCH_PROFILE_METHOD", "POST")
+PROFILED_PATH = os.environ.get("BENCH_PROFILE_PATH", "/api/v1/orders")
 CONTROL_PREFIX = "/__bench_profile/"
 INTERVAL_S = 0.001
-TOP_N = 40
 
 StartResponse = Callable[..., Any]
 
@@ -43,53 +46,34 @@ def _merge(sessions: list[Session]) -> Session | None:
     return sessions[0] if sessions else None
 
 
-def _key(frame: Frame) -> tuple[str, str]:
+def _key(frame: Frame) -> Key:
     return (frame.function or "?", frame.file_path_short or "?")
 
 
-def _package(where: str) -> str:
-    if where.startswith("app/"):
-        return where
-    head = where.split("/", 1)[0]
-    return head[:-3] if head.endswith(".py") else head or "?"
-
-
 def _rank(root: Frame) -> dict[str, Any]:
-    """Self and inclusive wall time per function (recursion counted once for inclusive)."""
-    self_time: dict[tuple[str, str], float] = {}
-    inclusive: dict[tuple[str, str], float] = {}
-    stack: list[tuple[Frame, tuple[str, str] | None, frozenset[tuple[str, str]]]] = [
-        (root, None, frozenset())
-    ]
+    """Self and inclusive wall time per function (recursion counted once for inclusive), and per layer."""
+    self_time: dict[Key, float] = {}
+    inclusive: dict[Key, float] = {}
+    layers: dict[str, float] = {}
+    stack: list[tuple[Frame, tuple[Key, ...]]] = [(root, ())]
     while stack:
-        frame, parent_key, on_path = stack.pop()
+        frame, path = stack.pop()
         # pyinstrument adds synthetic leaves ("[self]", "[await]") for time spent in the parent itself.
-        key = parent_key if frame.is_synthetic and parent_key is not None else _key(frame)
-        children_time = sum(c.time for c in frame.children)
-        self_time[key] = self_time.get(key, 0.0) + max(frame.time - children_time, 0.0)
-        if key not in on_path:
+        synthetic = frame.is_synthetic and bool(path)
+        if not synthetic:
+            path = (*path, _key(frame))
+        key = path[-1]
+        own = max(frame.time - sum(c.time for c in frame.children), 0.0)
+        self_time[key] = self_time.get(key, 0.0) + own
+        if not synthetic and key not in path[:-1]:
             inclusive[key] = inclusive.get(key, 0.0) + frame.time
+        if own:
+            layer = layer_of(path)
+            layers[layer] = layers.get(layer, 0.0) + own
         for child in frame.children:
-            stack.append((child, key, on_path | {key}))
+            stack.append((child, path))
     total = root.time or 1.0
-    packages: dict[tuple[str, str], float] = {}
-    for (_fn, where), t in self_time.items():
-        packages[(_package(where), "")] = packages.get((_package(where), ""), 0.0) + t
-
-    def top(table: dict[tuple[str, str], float]) -> list[dict[str, Any]]:
-        ranked = sorted(table.items(), key=lambda kv: kv[1], reverse=True)[:TOP_N]
-        return [
-            {"function": fn, "where": where, "seconds": round(t, 4), "pct": round(100.0 * t / total, 2)}
-            for (fn, where), t in ranked
-        ]
-
-    return {
-        "total_s": round(root.time, 4),
-        "by_self": top(self_time),
-        "by_inclusive": top(inclusive),
-        "app_by_inclusive": top({k: t for k, t in inclusive.items() if k[1].startswith("app/")}),
-        "by_package": top(packages),
-    }
+    return {"total_s": round(root.time, 4), **profile_views(self_time, inclusive, layers, total, "seconds")}
 
 
 class ProfilingMiddleware:
@@ -103,7 +87,7 @@ class ProfilingMiddleware:
         path = environ.get("PATH_INFO", "")
         if path.startswith(CONTROL_PREFIX):
             return self._control(path[len(CONTROL_PREFIX) :], start_response)
-        if not (self.active and path == ORDERS_PATH and environ.get("REQUEST_METHOD") == "POST"):
+        if not (self.active and path == PROFILED_PATH and environ.get("REQUEST_METHOD") == PROFILED_METHOD):
             return self.app(environ, start_response)
         profiler = Profiler(interval=INTERVAL_S, async_mode="disabled")
         profiler.start()

@@ -23,14 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import queue
 import random
-import subprocess
 import sys
-import tempfile
-import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -40,34 +34,15 @@ from typing import Any
 import requests
 
 try:
-    from bench import _common
+    from bench.lib import client, load
 except ImportError:  # run as a script without the repository root on sys.path
-    import _common  # type: ignore[no-redef,import-not-found]
-
-# The generic helpers live in bench/_common.py; these names keep this module's interface.
-ROOT = _common.ROOT
-BENCH_DIR = _common.BENCH_DIR
-RESULTS_DIR = _common.RESULTS_DIR
-VENV_BIN = _common.VENV_BIN
-ADMIN_DSN = _common.ADMIN_DSN
-READY_TIMEOUT_S = _common.READY_TIMEOUT_S
-REQUEST_TIMEOUT_S = _common.REQUEST_TIMEOUT_S
-BenchError = _common.BenchError
-log = _common.log
-percentile = _common.percentile
-free_port = _common.free_port
-cpu_count = _common.cpu_count
-cpu_model = _common.cpu_model
-git_commit = _common.git_commit
-read_keys = _common.read_keys
-session_for = _common.session_for
-fetch_catalog = _common.fetch_catalog
-timed_request = _common.timed_request
-describe_failure = _common.describe_failure
-fmt_table = _common.fmt_table
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.lib import client, load
+from bench.lib.load import Sample
+from bench.lib.report import fmt_table, machine, machine_rows, rel, results_file, write_json
+from bench.lib.server import BenchError, Server, ledger_verify, log, scratch_database
 
 DB_NAME = "omnistock_bench"
-APP_DB_URL = _common.app_db_url(DB_NAME)
 
 RNG_SEED = 20240601
 SKUS_PER_REQUEST = 20
@@ -76,40 +51,6 @@ WARMUP_REQUESTS = 50
 AVAILABILITY_CONCURRENCY = (1, 8)
 MOVEMENT_CLIENTS = 4
 GUNICORN_THREADS = 4
-MAX_ERROR_SAMPLES = 5
-
-
-# ----------------------------------------------------------------------------- helpers
-# The generic helpers live in bench/_common.py; these bind them to this benchmark's database.
-def app_env() -> dict[str, str]:
-    """The environment for flask/gunicorn: inherited, minus stray OMNISTOCK_* settings, plus ours."""
-    return _common.app_env(APP_DB_URL)
-
-
-def run_flask(args: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return _common.run_flask(args, APP_DB_URL, check=check)
-
-
-# ----------------------------------------------------------------------------- database + server
-def recreate_database() -> str:
-    """Drop and recreate the scratch database; return the PostgreSQL server version."""
-    return _common.recreate_database(DB_NAME)
-
-
-class Server(_common.Server):
-    """gunicorn (gthread, GUNICORN_THREADS threads) serving app:create_app() on a free local port."""
-
-    def __init__(self, workers: int, log_path: Path) -> None:
-        super().__init__(workers, log_path, db_url=APP_DB_URL, threads=GUNICORN_THREADS)
-
-
-# ----------------------------------------------------------------------------- load driver
-@dataclass
-class Outcome:
-    latency_s: float
-    ok: bool
-    error: str | None = None
-    detail: Any = None
 
 
 @dataclass
@@ -130,69 +71,38 @@ class PhaseResult:
     locations_per_item: list[int] = field(default_factory=list)
 
 
-def drive(
-    jobs: Sequence[Any],
-    concurrency: int,
-    make_session: Callable[[], requests.Session],
-    do: Callable[[requests.Session, Any], Outcome],
-) -> tuple[list[Outcome], float]:
-    """Run every job with `concurrency` threads (each its own Session); return outcomes and wall time."""
-    work: queue.SimpleQueue[Any] = queue.SimpleQueue()
-    for job in jobs:
-        work.put(job)
-    outcomes: list[Outcome] = []
-    lock = threading.Lock()
-    start_gate = threading.Barrier(concurrency + 1)
-
-    def worker() -> None:
-        with make_session() as http:
-            start_gate.wait()
-            mine: list[Outcome] = []
-            while True:
-                try:
-                    job = work.get_nowait()
-                except queue.Empty:
-                    break
-                began = time.perf_counter()
-                try:
-                    mine.append(do(http, job))
-                except Exception as exc:  # a malformed response must not silently drop the job
-                    mine.append(Outcome(time.perf_counter() - began, False, f"{type(exc).__name__}: {exc}"))
-        with lock:
-            outcomes.extend(mine)
-
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
-    for t in threads:
-        t.start()
-    start_gate.wait()
-    began = time.perf_counter()
-    for t in threads:
-        t.join()
-    return outcomes, time.perf_counter() - began
-
-
-def summarise(name: str, concurrency: int, outcomes: list[Outcome], wall_s: float) -> PhaseResult:
-    latencies = sorted(o.latency_s * 1000.0 for o in outcomes)
-    errors = [o for o in outcomes if not o.ok]
-    samples: list[str] = []
-    for o in errors:
-        if o.error and o.error not in samples:
-            samples.append(o.error)
-        if len(samples) >= MAX_ERROR_SAMPLES:
-            break
+def summarise(name: str, concurrency: int, samples: list[Sample], wall_s: float) -> PhaseResult:
+    latencies = sorted(s.latency_s * 1000.0 for s in samples)
     return PhaseResult(
         name=name,
         concurrency=concurrency,
-        count=len(outcomes),
-        errors=len(errors),
+        count=len(samples),
+        errors=sum(1 for s in samples if s.error is not None),
         wall_s=wall_s,
-        per_s=len(outcomes) / wall_s if wall_s > 0 else 0.0,
-        p50_ms=percentile(latencies, 50),
-        p90_ms=percentile(latencies, 90),
-        p99_ms=percentile(latencies, 99),
+        per_s=len(samples) / wall_s if wall_s > 0 else 0.0,
+        p50_ms=load.percentile(latencies, 50),
+        p90_ms=load.percentile(latencies, 90),
+        p99_ms=load.percentile(latencies, 99),
         max_ms=latencies[-1] if latencies else 0.0,
-        error_samples=samples,
+        error_samples=load.first_errors(s.error for s in samples),
     )
+
+
+def drive(
+    key: str, jobs: Sequence[Any], concurrency: int, step: Callable[[requests.Session, int, Any], Sample]
+) -> tuple[list[Sample], float]:
+    """Every job once, shared out over `concurrency` threads, each with its own keep-alive Session."""
+    sessions = [client.session_for(key) for _ in range(concurrency)]
+    try:
+        samples, wall, _cpu = load.Clients(sessions).run_jobs(jobs, step)
+    finally:
+        for http in sessions:
+            http.close()
+    return samples, wall
+
+
+def failed(latency: float, message: str) -> Sample:
+    return Sample(latency, 0, error=message)
 
 
 # ----------------------------------------------------------------------------- availability
@@ -201,25 +111,23 @@ def availability_phase(
 ) -> PhaseResult:
     url = f"{base_url}/api/v1/availability"
 
-    def do(http: requests.Session, skus: list[str]) -> Outcome:
+    def step(http: requests.Session, _tid: int, skus: list[str]) -> Sample:
         params = {"skus": ",".join(skus), "channel": "web", "lat": LAT, "lon": LON}
-        latency, result = timed_request(http, "GET", url, params=params)
+        latency, result = client.timed_request(http, "GET", url, params=params)
         if isinstance(result, Exception) or result.status_code != 200:
-            return Outcome(latency, False, describe_failure("GET", "/api/v1/availability", result))
+            return failed(latency, client.describe_failure("GET", "/api/v1/availability", result))
         try:
             items = result.json()["items"]
         except (ValueError, KeyError) as exc:
-            return Outcome(latency, False, f"GET /api/v1/availability: bad body ({exc}): {result.text[:500]}")
+            return failed(latency, f"GET /api/v1/availability: bad body ({exc}): {result.text[:500]}")
         if len(items) != len(skus):
-            return Outcome(
-                latency, False, f"GET /api/v1/availability: {len(items)} items for {len(skus)} SKUs"
-            )
+            return failed(latency, f"GET /api/v1/availability: {len(items)} items for {len(skus)} SKUs")
         counts = [len(item.get("locations", [])) for item in items]
-        return Outcome(latency, True, detail=(min(counts), max(counts)))
+        return Sample(latency, 200, detail=(min(counts), max(counts)))
 
-    outcomes, wall = drive(sku_lists, concurrency, lambda: session_for(key), do)
-    phase = summarise(name, concurrency, outcomes, wall)
-    spans = [o.detail for o in outcomes if o.ok]
+    samples, wall = drive(key, sku_lists, concurrency, step)
+    phase = summarise(name, concurrency, samples, wall)
+    spans = [s.detail for s in samples if s.error is None]
     if spans:
         phase.locations_per_item = [min(a for a, _ in spans), max(b for _, b in spans)]
     return phase
@@ -253,7 +161,9 @@ def make_batches(
 
 
 def post_batch(http: requests.Session, url: str, batch: Batch) -> tuple[float, Any]:
-    return timed_request(http, "POST", url, data=batch.body, headers={"Content-Type": "application/json"})
+    return client.timed_request(
+        http, "POST", url, data=batch.body, headers={"Content-Type": "application/json"}
+    )
 
 
 def movement_phase(
@@ -261,26 +171,24 @@ def movement_phase(
 ) -> PhaseResult:
     url = f"{base_url}/api/v1/stock/movements"
 
-    def do(http: requests.Session, batch: Batch) -> Outcome:
+    def step(http: requests.Session, _tid: int, batch: Batch) -> Sample:
         latency, result = post_batch(http, url, batch)
         if isinstance(result, Exception) or result.status_code != 201:
-            return Outcome(latency, False, describe_failure("POST", "/api/v1/stock/movements", result))
+            return failed(latency, client.describe_failure("POST", "/api/v1/stock/movements", result))
         applied = result.json().get("applied")
         if applied != batch.size:
-            return Outcome(
-                latency, False, f"POST /api/v1/stock/movements: applied={applied}, expected {batch.size}"
-            )
-        return Outcome(latency, True, detail=applied)
+            return failed(latency, f"POST /api/v1/stock/movements: applied={applied}, expected {batch.size}")
+        return Sample(latency, 201, detail=applied)
 
-    outcomes, wall = drive(batches, concurrency, lambda: session_for(key), do)
-    phase = summarise(name, concurrency, outcomes, wall)
-    phase.rows = sum(int(o.detail) for o in outcomes if o.ok)
+    samples, wall = drive(key, batches, concurrency, step)
+    phase = summarise(name, concurrency, samples, wall)
+    phase.rows = sum(int(s.detail) for s in samples if s.error is None)
     phase.rows_per_s = phase.rows / wall if wall > 0 else 0.0
     return phase
 
 
 def replay_batch(base_url: str, key: str, batch: Batch) -> dict[str, Any]:
-    with session_for(key) as http:
+    with client.session_for(key) as http:
         latency, result = post_batch(http, f"{base_url}/api/v1/stock/movements", batch)
     if isinstance(result, Exception) or result.status_code not in (200, 201):
         return {
@@ -289,7 +197,7 @@ def replay_batch(base_url: str, key: str, batch: Batch) -> dict[str, Any]:
             "applied": None,
             "duplicates": None,
             "latency_ms": latency * 1000.0,
-            "error": describe_failure("POST", "/api/v1/stock/movements (replay)", result),
+            "error": client.describe_failure("POST", "/api/v1/stock/movements (replay)", result),
         }
     body = result.json()
     applied, duplicates = body.get("applied"), body.get("duplicates")
@@ -312,14 +220,7 @@ def render(report: dict[str, Any]) -> str:
         "",
         *fmt_table(
             ["machine", "value"],
-            [
-                ["nproc", str(m["nproc"])],
-                ["cpu", m["cpu_model"]],
-                ["platform", m["platform"]],
-                ["python", m["python"]],
-                ["postgresql", m["postgresql"]],
-                ["gunicorn", f"{p['workers']} workers x {p['threads']} threads (gthread)"],
-            ],
+            [*machine_rows(m), ["gunicorn", f"{p['workers']} workers x {p['threads']} threads (gthread)"]],
             left=2,
         ),
         "",
@@ -428,7 +329,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    server_log = results_file("foundation", stamp, ".server.log")
     report: dict[str, Any] = {
         "benchmark": "foundation",
         "timestamp": stamp,
@@ -445,39 +346,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "threads": GUNICORN_THREADS,
             "rng_seed": RNG_SEED,
         },
-        "machine": {
-            "nproc": cpu_count(),
-            "cpu_model": cpu_model(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "postgresql": "unknown",
-            "git_commit": git_commit(),
-        },
+        "machine": machine(),
         "availability": [],
         "movements": [],
         "replay": None,
         "ledger_verify": None,
         "error_samples": [],
-        "server_log": str((RESULTS_DIR / f"foundation-{stamp}.server.log").relative_to(ROOT)),
+        "server_log": rel(server_log),
         "ok": False,
     }
     rng = random.Random(RNG_SEED)
 
-    log(f"recreating database {DB_NAME}")
-    report["machine"]["postgresql"] = recreate_database()
-    log("migrating")
-    run_flask(["db", "upgrade"])
-    with tempfile.TemporaryDirectory(prefix="omnistock-bench-") as tmp:
-        keys_file = Path(tmp) / "keys.tsv"
-        log("seeding demo data")
-        run_flask(["demo", "seed", "--keys-file", str(keys_file)])
-        keys = read_keys(keys_file)
-
-    server = Server(args.workers, ROOT / report["server_log"])
+    db = scratch_database(DB_NAME)
+    report["machine"]["postgresql"] = db.pg_version
+    keys = db.keys
+    server = Server(args.workers, server_log, db_url=db.url, threads=GUNICORN_THREADS)
     try:
         log(f"starting gunicorn on {server.base_url} ({args.workers} workers x {GUNICORN_THREADS} threads)")
         server.start()
-        skus, locations = fetch_catalog(server.base_url, keys["ops"])
+        skus, locations = client.fetch_catalog(server.base_url, keys["ops"])
         log(f"catalog: {len(skus)} SKUs, {len(locations)} locations")
 
         def sku_lists(n: int) -> list[list[str]]:
@@ -523,16 +410,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log("stopping gunicorn")
         server.stop()
 
-    log("flask ledger verify")
-    verify = run_flask(["ledger", "verify"], check=False)
-    report["ledger_verify"] = {
-        "ok": verify.returncode == 0,
-        "exit_code": verify.returncode,
-        "output": (verify.stdout + verify.stderr).strip()[-4000:],
-    }
-    if verify.returncode != 0:
+    report["ledger_verify"] = verify = ledger_verify(db.url)
+    if not verify["ok"]:
         report["error_samples"].append(
-            f"flask ledger verify exited {verify.returncode}:\n{verify.stdout}{verify.stderr}"
+            f"flask ledger verify exited {verify['exit_code']}:\n{verify['output']}"
         )
 
     request_errors = sum(r["errors"] for r in report["availability"] + report["movements"])
@@ -555,9 +436,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     text = render(report)
     print(text)
-    out_path = RESULTS_DIR / f"foundation-{report['timestamp']}.json"
-    out_path.write_text(json.dumps({**report, "table": text}, indent=2) + "\n")
-    log(f"wrote {out_path.relative_to(ROOT)}")
+    write_json(results_file("foundation", report["timestamp"], ".json"), {**report, "table": text})
     return 0 if report["ok"] else 1
 
 
