@@ -19,7 +19,7 @@ from app.models import Channel, Location, Movement, Sku, StockLevel
 from app.services import catalog
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built 100s of times a request: a plain init is cheaper
 class LocationAvailability:
     location: str
     available: int
@@ -29,14 +29,14 @@ class LocationAvailability:
     distance_km: float | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built 100s of times a request: a plain init is cheaper
 class SkuAvailability:
     sku: str
     total_available: int
     locations: list[LocationAvailability]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built 100s of times a request: a plain init is cheaper
 class Availability:
     channel: str
     items: list[SkuAvailability]
@@ -112,15 +112,20 @@ def availability(
         params.append(location)
     rows = Raw.of(session).execute(_availability_sql(len(sku_codes), location is not None), params)
     per_sku: dict[str, list[LocationAvailability]] = {code: [] for code in sku_codes}
-    near = lat is not None and lon is not None
+    distances: dict[str, float | None] = {}
+    free = ledger.free_units
     for sku, loc, llat, llon, default_safety, on_hand, reserved, incoming, override, kind in rows:
-        level = ledger.Level(on_hand or 0, reserved or 0, incoming or 0,
-                             default_safety if override is None else override)  # fmt: skip
-        dist = None
-        if near and llat is not None and llon is not None:
-            dist = round(haversine_km(lat, lon, llat, llon), 2)  # type: ignore[arg-type]
+        on_hand, reserved = on_hand or 0, reserved or 0
+        if loc not in distances:
+            distances[loc] = (
+                round(haversine_km(lat, lon, llat, llon), 2)
+                if lat is not None and lon is not None and llat is not None and llon is not None
+                else None
+            )
+        safety = default_safety if override is None else override
         per_sku[sku].append(LocationAvailability(
-            loc, ledger.available(level, online=kind == "online"), level.on_hand, level.reserved, level.incoming, dist
+            loc, free(on_hand, reserved, safety, online=kind == "online"), on_hand, reserved, incoming or 0,
+            distances[loc],
         ))  # fmt: skip
     if len(per_sku) != len(sku_codes) or any(not locs for locs in per_sku.values()):
         _explain_missing(session, sku_codes, channel, location, {s for s, locs in per_sku.items() if locs})

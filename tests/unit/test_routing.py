@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from app.domain.geo import haversine_km
 from app.domain.routing import (
     Allocation,
     Alternative,
@@ -18,7 +19,6 @@ from app.domain.routing import (
     RoutingPolicy,
     RoutingRequest,
     ShipTo,
-    haversine_km,
     route,
 )
 

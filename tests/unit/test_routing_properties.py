@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.domain.geo import haversine_km
 from app.domain.ledger import free_units
 from app.domain.routing import (
     DEFAULT_CRITERIA,
@@ -19,7 +20,6 @@ from app.domain.routing import (
     RoutingPolicy,
     RoutingRequest,
     ShipTo,
-    haversine_km,
     route,
 )
 
