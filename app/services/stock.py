@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -18,8 +18,9 @@ from app.domain.errors import (
     InvalidInput,
     StockConflict,
 )
+from app.domain.fulfilment import Status
 from app.domain.ledger import Deltas, Kind
-from app.models import Location, Movement, Sku, StockLevel
+from app.models import Fulfilment, FulfilmentLine, Location, Movement, Sku, StockLevel
 from app.observability import LEDGER_MOVEMENTS
 from app.services import catalog, events, orders, stock_reads
 from app.services import shortages as shortages_
@@ -105,6 +106,35 @@ def _existing(
     return found
 
 
+# A transfer holds its units at the sender until shipped (reserved), then carries them (done).
+_TRAVELLING = (Status.ALLOCATED.value, Status.PICKING.value, Status.SHIPPED.value)
+
+
+def earmarked_incoming(session: Session, keys: set[tuple[int, int]]) -> dict[tuple[int, int], int]:
+    """Incoming units an order's transfer brings to a store (allocated, picked or on the road, not
+    yet received), by (SKU, destination): they are the pickup's, never free stock."""
+    if not keys:
+        return {}
+    rows = session.execute(
+        select(FulfilmentLine.sku_id, Fulfilment.to_location_id,
+               func.sum(FulfilmentLine.reserved + FulfilmentLine.done))
+        .join(Fulfilment, Fulfilment.id == FulfilmentLine.fulfilment_id)
+        .where(Fulfilment.type == "transfer", Fulfilment.status.in_(_TRAVELLING),
+               tuple_(FulfilmentLine.sku_id, Fulfilment.to_location_id).in_(sorted(keys)))
+        .group_by(FulfilmentLine.sku_id, Fulfilment.to_location_id)
+    ).tuples()  # fmt: skip
+    return {(sku_id, loc_id): int(n or 0) for sku_id, loc_id, n in rows if loc_id is not None}
+
+
+def _transfer_in_refusal(qty: int, incoming: int, earmarked: int, location: str) -> str:
+    if not earmarked:
+        return (f"{qty} received but only {incoming} in transit to {location}; "
+                "record a receipt for units not sent by transfer")  # fmt: skip
+    return (f"{qty} received but only {max(incoming - earmarked, 0)} of the {incoming} in transit to "
+            f"{location} were sent by a stock transfer; the other {earmarked} come by an order's transfer "
+            "for a pickup, which is received through that fulfilment")  # fmt: skip
+
+
 _TAKING = frozenset({"sale", "count", "transfer"})  # kinds that can lower on_hand (and adjustment < 0)
 
 
@@ -135,6 +165,7 @@ def post_movements(
     # and sees our rows as duplicates instead of racing us to the unique constraint.
     levels = lock_levels(session, keys)
     existing = _existing(session, movements)
+    earmarked = earmarked_incoming(session, {key(m) for m in movements if m["kind"] == "transfer_in"})
 
     results: list[dict[str, Any]] = []
     legs: list[Leg] = []
@@ -225,14 +256,11 @@ def post_movements(
                     )
                 )
             case "transfer_in":
-                if level.incoming < qty:
-                    errors.append(
-                        {
-                            "field": f"movements[{i}].qty",
-                            "message": f"{qty} received but only {level.incoming} in transit to "
-                            f"{m['location']}; record a receipt for units not sent by transfer",
-                        }
-                    )
+                # Units an order's transfer brings are the pickup's: only that transfer receives them.
+                free = level.incoming - earmarked.get(k, 0)
+                if free < qty:
+                    errors.append({"field": f"movements[{i}].qty", "message": _transfer_in_refusal(
+                        qty, level.incoming, earmarked.get(k, 0), m["location"])})  # fmt: skip
                 new_legs.append(
                     Leg(
                         Kind.TRANSFER_IN,
