@@ -62,12 +62,22 @@ def is_open(status: str) -> bool:
 
 
 def order_status(fulfilments: list[tuple[str, str]], backordered: int) -> str:
-    """An order's status summarises its (type, status) fulfilments and back-ordered units."""
+    """An order is completed only when nothing is left to do: back-ordered units still open keep it
+    `backordered` even after everything else was delivered (cancelling them makes it completed
+    if something was delivered, cancelled if nothing was).
+
+    In full: any open fulfilment (or transfer on the road) makes it `allocated`, or
+    `partially_allocated` beside back-ordered units; otherwise open back-ordered units make it
+    `backordered`; otherwise a shipment or collection makes it `completed`, and nothing delivered
+    `cancelled`.
+    """
     in_progress = any(
         Status(st) in OPEN or (kind == "transfer" and st == Status.SHIPPED) for kind, st in fulfilments
     )
     if in_progress:
         return "partially_allocated" if backordered else "allocated"
+    if backordered:
+        return "backordered"
     if any(kind != "transfer" and st in (Status.SHIPPED, Status.COLLECTED) for kind, st in fulfilments):
         return "completed"
-    return "backordered" if backordered else "cancelled"
+    return "cancelled"

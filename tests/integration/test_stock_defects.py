@@ -1,5 +1,6 @@
 """Issue 8 defects in stock and order state, through the API on SQLite and PostgreSQL: a manual
-transfer_in cannot take the units an order's transfer brings to a pickup store (defect 2)."""
+transfer_in cannot take the units an order's transfer brings to a pickup store (defect 2), and an
+order with back-ordered units still open never reads completed (defect 6)."""
 
 from collections.abc import Callable
 from typing import Any
@@ -103,3 +104,45 @@ def test_a_transfer_in_at_a_store_with_no_order_transfer_is_refused_as_before(
     assert (both.status_code, [e["field"] for e in both.json["errors"]]) == (409, ["movements[1].qty"])
     assert post(ops, transfer_in(1), transfer_in(1)).status_code == 201
     assert level(ops, "MUG", "ST-A") == (2, 0, 0, 2)
+
+
+def test_an_order_with_back_ordered_units_open_is_not_completed_when_the_rest_ships(
+    app: Flask, ops: Api, storefront: Api, shop: None
+) -> None:
+    o = order(storefront, [("CAP", 7)], allow_partial=True).json
+    assert (o["status"], o["lines"][0]["backordered"]) == ("partially_allocated", 2)
+    fid = o["fulfilments"][0]["id"]
+    for step in ("pick", "ship"):
+        assert ops.post(f"/api/v1/fulfilments/{fid}/{step}").status_code == 200
+    # Five shipped, two still back-ordered: the order is not done.
+    assert storefront.get(f"/api/v1/orders/{o['id']}").json["status"] == "backordered"
+    listed = ops.get("/api/v1/orders", query_string={"status": "completed"}).json["items"]
+    assert o["id"] not in [x["id"] for x in listed]
+    # Cancelling the back-order leaves nothing to do, and something was delivered.
+    cancelled = storefront.post(f"/api/v1/orders/{o['id']}/cancel", {})
+    assert cancelled.status_code == 200, cancelled.json
+    assert (cancelled.json["status"], cancelled.json["lines"][0]["cancelled"]) == ("completed", 2)
+    assert storefront.get(f"/api/v1/orders/{o['id']}").json["status"] == "completed"
+    verify(app)
+
+
+def test_cancelling_some_back_ordered_units_keeps_the_rest_open_and_nothing_delivered_is_cancelled(
+    app: Flask, ops: Api, storefront: Api, shop: None, receive: Callable[..., Any]
+) -> None:
+    o = order(storefront, [("CAP", 8)], allow_partial=True).json
+    fid = o["fulfilments"][0]["id"]
+    for step in ("pick", "ship"):
+        assert ops.post(f"/api/v1/fulfilments/{fid}/{step}").status_code == 200
+    part = storefront.post(f"/api/v1/orders/{o['id']}/cancel", {"lines": [{"sku": "CAP", "qty": 2}]})
+    assert part.status_code == 200, part.json
+    assert (part.json["status"], part.json["lines"][0]["backordered"]) == ("backordered", 1)
+    rest = storefront.post(f"/api/v1/orders/{o['id']}/cancel", {"lines": [{"sku": "CAP", "qty": 1}]})
+    assert rest.json["status"] == "completed"
+    # Nothing delivered: its shipment cancelled, the order waits on its back-order, then is cancelled.
+    receive(("CAP", "ST-C", 2))
+    none = order(storefront, [("CAP", 4)], allow_partial=True).json
+    assert ops.post(f"/api/v1/fulfilments/{none['fulfilments'][0]['id']}/cancel").status_code == 200
+    assert storefront.get(f"/api/v1/orders/{none['id']}").json["status"] == "backordered"
+    gone = storefront.post(f"/api/v1/orders/{none['id']}/cancel", {})
+    assert gone.json["status"] == "cancelled"
+    verify(app)
