@@ -209,16 +209,29 @@ class Due:
 
 
 def claim_due(session: Session, now: datetime, *, limit: int, until: datetime) -> list[Due]:
-    """Claim up to `limit` due deliveries, oldest first: no other runner gets them before `until`."""
+    """Claim up to `limit` due deliveries in turns across subscriptions, each one's oldest first
+    (every subscription's first before anyone's second): no other runner gets them before `until`."""
+    due = (WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now, WebhookSubscription.active)
+    # Taken by id alone, one endpoint's backlog filled every claim and the others were never sent
+    # anything; numbered per subscription, a backlog only takes the share the others leave.
+    turns = (
+        select(WebhookDelivery.id.label("id"),
+               func.row_number().over(partition_by=WebhookDelivery.subscription_id,
+                                      order_by=WebhookDelivery.id).label("turn"))
+        .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
+        .where(*due)
+        .subquery("turns")
+    )  # fmt: skip
     rows = session.execute(
         select(WebhookDelivery.id, WebhookSubscription.id, WebhookSubscription.url, WebhookSubscription.secret,
                OutboxEvent.id, OutboxEvent.type, OutboxEvent.payload, OutboxEvent.created_at)
+        .join(turns, turns.c.id == WebhookDelivery.id)
         .join(WebhookSubscription, WebhookSubscription.id == WebhookDelivery.subscription_id)
         .join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
-        .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now, WebhookSubscription.active)
-        .order_by(WebhookDelivery.id).limit(limit)
-        # Another runner's claim in flight is skipped, not waited for (SQLite: BEGIN IMMEDIATE
-        # already serialises claims).
+        .where(*due)  # checked again on the row as locked: a claim just committed moved it on
+        .order_by(turns.c.turn, WebhookDelivery.id).limit(limit)
+        # Another runner's claim in flight is skipped, not waited for, and does not count towards
+        # the limit (SQLite: BEGIN IMMEDIATE already serialises claims).
         .with_for_update(of=WebhookDelivery, skip_locked=True)
     ).all()  # fmt: skip
     if rows:
