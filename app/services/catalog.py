@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from app.db import insert_for
 from app.domain.errors import AlreadyExists, InvalidInput, UnknownChannel, UnknownLocation, UnknownSku
 from app.models import Channel, ChannelLocation, Location, Postcode, Sku
+from app.services.catalog_views import ChannelView, LocationView, SkuUpsertView, SkuView
 
 LOCATION_FIELDS = (
     "name", "kind", "lat", "lon", "postcode", "timezone", "active", "ships", "pickup",
@@ -72,7 +73,7 @@ def _set_channels(session: Session, location: Location, channel_codes: Sequence[
 
 
 def create_location(session: Session, data: dict[str, Any]) -> Location:
-    """Add a location; its code must be new."""
+    """Add a location; its code must be new (the row, for seeding: surfaces use add_location)."""
     if session.scalar(select(Location.id).where(Location.code == data["code"])) is not None:
         raise AlreadyExists(f"location {data['code']!r} exists", location=data["code"])
     location = Location(code=data["code"])
@@ -80,14 +81,19 @@ def create_location(session: Session, data: dict[str, Any]) -> Location:
     return location
 
 
-def update_location(session: Session, code: str, data: dict[str, Any]) -> Location:
+def add_location(session: Session, data: dict[str, Any]) -> LocationView:
+    """Add a location (its code must be new), as surfaces show it."""
+    return location_views(session, [create_location(session, data)])[0]
+
+
+def update_location(session: Session, code: str, data: dict[str, Any]) -> LocationView:
     """Change the given fields of a location; unspecified fields keep their value."""
     location = get_location(session, code)
     _apply_location(session, location, data)
-    return location
+    return location_views(session, [location])[0]
 
 
-def upsert_locations(session: Session, rows: Sequence[dict[str, Any]]) -> list[Location]:
+def upsert_locations(session: Session, rows: Sequence[dict[str, Any]]) -> list[LocationView]:
     """Create or update many locations by code, all or nothing."""
     existing = {
         loc.code: loc
@@ -98,7 +104,7 @@ def upsert_locations(session: Session, rows: Sequence[dict[str, Any]]) -> list[L
         location = existing.get(row["code"]) or Location(code=row["code"])
         _apply_location(session, location, row)
         result.append(location)
-    return result
+    return location_views(session, result)
 
 
 def _apply_location(session: Session, location: Location, data: dict[str, Any]) -> None:
@@ -128,9 +134,29 @@ def location_channels(session: Session, location_ids_: Iterable[int]) -> dict[in
     return out
 
 
-def list_locations(session: Session) -> list[Location]:
+def list_locations(session: Session) -> list[LocationView]:
     """Every location, by code."""
-    return list(session.scalars(select(Location).order_by(Location.code)))
+    return location_views(session, list(session.scalars(select(Location).order_by(Location.code))))
+
+
+def show_location(session: Session, code: str) -> LocationView:
+    """The location with this code as surfaces show it, or UnknownLocation."""
+    return location_views(session, [get_location(session, code)])[0]
+
+
+def location_views(session: Session, locations: Sequence[Location]) -> list[LocationView]:
+    """Locations with the channels each serves (one read for all of them)."""
+    chans = location_channels(session, [loc.id for loc in locations])
+    return [
+        LocationView(
+            code=loc.code, name=loc.name, kind=loc.kind, lat=loc.lat, lon=loc.lon, postcode=loc.postcode,
+            timezone=loc.timezone, active=loc.active, ships=loc.ships, pickup=loc.pickup,
+            priority=loc.priority, daily_capacity=loc.daily_capacity, pick_minutes=loc.pick_minutes,
+            pickup_hold_hours=loc.pickup_hold_hours, default_safety_stock=loc.default_safety_stock,
+            channels=tuple(chans.get(loc.id, ())),
+        )
+        for loc in locations
+    ]  # fmt: skip
 
 
 # ---------------------------------------------------------------- SKUs
@@ -142,8 +168,18 @@ def get_sku(session: Session, code: str) -> Sku:
     return sku
 
 
+def show_sku(session: Session, code: str) -> SkuView:
+    """The SKU with this code as surfaces show it, or UnknownSku."""
+    return sku_view(get_sku(session, code))
+
+
+def sku_view(sku: Sku) -> SkuView:
+    return SkuView(code=sku.code, name=sku.name, barcode=sku.barcode, active=sku.active)
+
+
 def upsert_skus(session: Session, rows: Sequence[dict[str, Any]]) -> tuple[list[Sku], int]:
-    """Create or update SKUs by code, all or nothing; returns them and how many were new."""
+    """Create or update SKUs by code, all or nothing; the rows (for seeding: surfaces use save_skus)
+    and how many were new."""
     codes = [r["code"] for r in rows]
     existing: dict[str, Sku] = {}
     for start in range(0, len(codes), 900):
@@ -165,6 +201,12 @@ def upsert_skus(session: Session, rows: Sequence[dict[str, Any]]) -> tuple[list[
         result.append(sku)
     session.flush()
     return result, created
+
+
+def save_skus(session: Session, rows: Sequence[dict[str, Any]]) -> SkuUpsertView:
+    """Create or update SKUs by code, all or nothing: the SKUs as saved and how many were new."""
+    skus, created = upsert_skus(session, rows)
+    return SkuUpsertView(created=created, updated=len(skus) - created, items=[sku_view(s) for s in skus])
 
 
 def _check_barcodes(session: Session, rows: Sequence[dict[str, Any]]) -> None:
@@ -192,7 +234,7 @@ def _check_barcodes(session: Session, rows: Sequence[dict[str, Any]]) -> None:
         raise InvalidInput("barcode clash", errors)
 
 
-def update_sku(session: Session, code: str, data: dict[str, Any]) -> Sku:
+def update_sku(session: Session, code: str, data: dict[str, Any]) -> SkuView:
     """Change the given fields of a SKU."""
     sku = get_sku(session, code)
     if data.get("barcode"):
@@ -200,19 +242,21 @@ def update_sku(session: Session, code: str, data: dict[str, Any]) -> Sku:
     for field in ("name", "barcode", "active"):
         if field in data and data[field] is not None:
             setattr(sku, field, data[field])
-    return sku
+    return sku_view(sku)
 
 
-def list_skus(session: Session, *, after_code: str | None, limit: int) -> list[Sku]:
-    """SKUs in code order, keyset-paged by code."""
-    stmt = select(Sku).order_by(Sku.code).limit(limit)
+def list_skus(session: Session, *, after_code: str | None, limit: int) -> tuple[list[SkuView], str | None]:
+    """SKUs in code order after a code, keyset-paged; and the code to go on after (None: no more)."""
+    stmt = select(Sku).order_by(Sku.code).limit(limit + 1)
     if after_code is not None:
         stmt = stmt.where(Sku.code > after_code)
-    return list(session.scalars(stmt))
+    skus = list(session.scalars(stmt))
+    page = skus[:limit]
+    return [sku_view(s) for s in page], (page[-1].code if len(skus) > limit else None)
 
 
 # ---------------------------------------------------------------- channels
-def upsert_channel(session: Session, data: dict[str, Any]) -> Channel:
+def upsert_channel(session: Session, data: dict[str, Any]) -> ChannelView:
     """Create or update a channel and the locations that serve it."""
     channel = session.scalar(select(Channel).where(Channel.code == data["code"]))
     if channel is None:
@@ -226,7 +270,13 @@ def upsert_channel(session: Session, data: dict[str, Any]) -> Channel:
     session.add_all(ChannelLocation(channel_id=channel.id, location_id=i) for i in sorted(ids.values()))
     session.flush()
     session.refresh(channel)
-    return channel
+    return channel_view(channel)
+
+
+def channel_view(channel: Channel) -> ChannelView:
+    return ChannelView(
+        code=channel.code, name=channel.name, kind=channel.kind, locations=tuple(loc.code for loc in channel.locations)
+    )
 
 
 def get_channel(session: Session, code: str) -> Channel:
@@ -237,9 +287,9 @@ def get_channel(session: Session, code: str) -> Channel:
     return channel
 
 
-def list_channels(session: Session) -> list[Channel]:
-    """Every channel, by code."""
-    return list(session.scalars(select(Channel).order_by(Channel.code)))
+def list_channels(session: Session) -> list[ChannelView]:
+    """Every channel, by code, with the locations serving it."""
+    return [channel_view(c) for c in session.scalars(select(Channel).order_by(Channel.code))]
 
 
 def load_postcodes(session: Session, places: Sequence[tuple[str, float, float]]) -> int:
