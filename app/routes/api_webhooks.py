@@ -29,6 +29,7 @@ from app.schemas import (
     WebhookUpdate,
 )
 from app.services import webhooks
+from app.web.respond import respond, respond_page
 
 bp = APIBlueprint(
     "api_webhooks", __name__, url_prefix=API_PREFIX, abp_tags=[Tag(name="events")], abp_security=SECURITY
@@ -40,11 +41,11 @@ ERRORS: dict[int | str, Any] = {401: Problem, 403: Problem, 404: Problem, 422: P
 @roles("ops")
 def create_webhook(body: WebhookIn) -> ApiResult:
     """Subscribe an endpoint to event types; deliveries are HMAC-SHA256 signed with the secret."""
-    out = transaction(
+    sub = transaction(
         session_factory(),
         lambda s: webhooks.create(s, url=body.url, secret=body.secret, event_types=body.event_types),
     )
-    return out, 201
+    return respond(WebhookOut, sub, 201)
 
 
 @bp.get("/webhooks", responses={200: WebhookList, **ERRORS})
@@ -52,17 +53,18 @@ def create_webhook(body: WebhookIn) -> ApiResult:
 def list_webhooks() -> ApiResult:
     """Every subscription with its health."""
     with read_only(session_factory()) as s:
-        return {"items": webhooks.list_subscriptions(s)}
+        return respond(WebhookList, {"items": webhooks.list_subscriptions(s)})
 
 
 @bp.patch("/webhooks/<int:id>", responses={200: WebhookOut, **ERRORS})
 @roles("ops")
 def update_webhook(path: WebhookPath, body: WebhookUpdate) -> ApiResult:
     """Change a subscription; set active=true to revive a disabled one."""
-    return transaction(
+    sub = transaction(
         session_factory(),
         lambda s: webhooks.update_subscription(s, path.id, body.model_dump(exclude_unset=True)),
     )
+    return respond(WebhookOut, sub)
 
 
 @bp.delete("/webhooks/<int:id>", responses={204: None, **ERRORS})
@@ -78,7 +80,7 @@ def delete_webhook(path: WebhookPath) -> ApiResult:
 def webhook_deliveries(path: WebhookPath) -> ApiResult:
     """A subscription's latest deliveries with attempts and last error."""
     with read_only(session_factory()) as s:
-        return {"items": webhooks.list_deliveries(s, path.id)}
+        return respond(DeliveryList, {"items": webhooks.list_deliveries(s, path.id)})
 
 
 @bp.get("/events", responses={200: EventPage, **ERRORS})
@@ -91,4 +93,4 @@ def list_events(query: EventQuery) -> ApiResult:
             s, after=(after[0], after[1]) if after else None, after_id=query.after, type_=query.type,
             limit=page_limit(query.limit),
         )  # fmt: skip
-    return {"items": items, "next_cursor": encode_cursor(list(reached)) if reached else None}
+    return respond_page(EventPage, items, encode_cursor(list(reached)) if reached else None)

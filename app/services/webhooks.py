@@ -17,6 +17,7 @@ from app.db import insert_for, is_sqlite
 from app.domain.errors import InvalidInput, NotFound
 from app.models import OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookSubscription
 from app.services.events import EVENT_TYPES
+from app.services.webhook_views import DeliveryView, EventView, WebhookView
 
 MAX_ATTEMPTS = 12
 DISABLE_AFTER_FAILURES = 20
@@ -38,9 +39,10 @@ def _check_types(types: list[str]) -> None:
         )
 
 
-def subscription_out(sub: WebhookSubscription) -> dict[str, Any]:
-    return {"id": sub.id, "url": sub.url, "event_types": sub.event_types, "active": sub.active,
-            "consecutive_failures": sub.consecutive_failures, "disabled_reason": sub.disabled_reason}  # fmt: skip
+def subscription_view(sub: WebhookSubscription) -> WebhookView:
+    """A subscription as surfaces show it (never its secret)."""
+    return WebhookView(id=sub.id, url=sub.url, event_types=tuple(sub.event_types), active=sub.active,
+                       consecutive_failures=sub.consecutive_failures, disabled_reason=sub.disabled_reason)  # fmt: skip
 
 
 def _finished_below(session: Session) -> int | None:
@@ -60,7 +62,7 @@ _EVENT_POSITION = tuple_(OutboxEvent.txid, OutboxEvent.id)
 
 def list_events(
     session: Session, *, after: tuple[int, int] | None, after_id: int | None, type_: str | None, limit: int
-) -> tuple[list[dict[str, Any]], tuple[int, int] | None]:
+) -> tuple[list[EventView], tuple[int, int] | None]:
     """Settled events in the order they became final, after a position; and the position reached.
 
     Polling by id alone would skip an event whose transaction commits after a later id was read
@@ -86,13 +88,13 @@ def list_events(
     if type_:
         stmt = stmt.where(OutboxEvent.type == type_)
     rows = list(session.scalars(stmt))
-    items = [{"id": e.id, "type": e.type, "order_id": e.order_id, "fulfilment_id": e.fulfilment_id,
-              "payload": e.payload, "created_at": e.created_at} for e in rows]  # fmt: skip
+    items = [EventView(id=e.id, type=e.type, order_id=e.order_id, fulfilment_id=e.fulfilment_id,
+                       payload=e.payload, created_at=e.created_at) for e in rows]  # fmt: skip
     reached = (rows[-1].txid, rows[-1].id) if rows else after
     return items, reached
 
 
-def create(session: Session, *, url: str, secret: str, event_types: list[str]) -> dict[str, Any]:
+def create(session: Session, *, url: str, secret: str, event_types: list[str]) -> WebhookView:
     """Subscribe an endpoint to event types; it receives events from now on."""
     _check_types(event_types)
     horizon = _finished_below(session)
@@ -108,7 +110,7 @@ def create(session: Session, *, url: str, secret: str, event_types: list[str]) -
                               consecutive_failures=0, last_event_txid=txid, last_event_id=last_id)  # fmt: skip
     session.add(sub)
     session.flush()
-    return subscription_out(sub)
+    return subscription_view(sub)
 
 
 def _get(session: Session, sub_id: int) -> WebhookSubscription:
@@ -118,7 +120,7 @@ def _get(session: Session, sub_id: int) -> WebhookSubscription:
     return sub
 
 
-def update_subscription(session: Session, sub_id: int, data: dict[str, Any]) -> dict[str, Any]:
+def update_subscription(session: Session, sub_id: int, data: dict[str, Any]) -> WebhookView:
     """Change a subscription; re-activating it clears its failure count."""
     sub = _get(session, sub_id)
     if data.get("event_types") is not None:
@@ -134,7 +136,7 @@ def update_subscription(session: Session, sub_id: int, data: dict[str, Any]) -> 
             sub.consecutive_failures = 0
             sub.disabled_reason = None
     session.flush()
-    return subscription_out(sub)
+    return subscription_view(sub)
 
 
 def delete(session: Session, sub_id: int) -> None:
@@ -142,15 +144,15 @@ def delete(session: Session, sub_id: int) -> None:
     session.delete(_get(session, sub_id))
 
 
-def list_subscriptions(session: Session) -> list[dict[str, Any]]:
+def list_subscriptions(session: Session) -> list[WebhookView]:
     """Every subscription (never its secret)."""
     return [
-        subscription_out(s)
+        subscription_view(s)
         for s in session.scalars(select(WebhookSubscription).order_by(WebhookSubscription.id))
     ]
 
 
-def list_deliveries(session: Session, sub_id: int, limit: int = 100) -> list[dict[str, Any]]:
+def list_deliveries(session: Session, sub_id: int, limit: int = 100) -> list[DeliveryView]:
     """A subscription's latest deliveries, newest first; next_attempt_at only while one is owed."""
     if session.get(WebhookSubscription, sub_id) is None:
         raise NotFound(f"no webhook {sub_id}", webhook_id=sub_id)
@@ -158,8 +160,9 @@ def list_deliveries(session: Session, sub_id: int, limit: int = 100) -> list[dic
         select(WebhookDelivery, OutboxEvent.type).join(OutboxEvent, OutboxEvent.id == WebhookDelivery.event_id)
         .where(WebhookDelivery.subscription_id == sub_id).order_by(WebhookDelivery.id.desc()).limit(limit)
     ).tuples().all()  # fmt: skip
-    return [{"id": d.id, "event_id": d.event_id, "event_type": t, "status": d.status, "attempts": d.attempts,
-             "next_attempt_at": d.next_attempt_at if d.status == "pending" else None, "delivered_at": d.delivered_at, "last_error": d.last_error}
+    return [DeliveryView(id=d.id, event_id=d.event_id, event_type=t, status=d.status, attempts=d.attempts,
+                         next_attempt_at=d.next_attempt_at if d.status == "pending" else None,
+                         delivered_at=d.delivered_at, last_error=d.last_error)
             for d, t in rows]  # fmt: skip
 
 

@@ -194,7 +194,7 @@ def test_an_event_committed_after_a_later_one_was_fanned_out_is_still_delivered(
     with read_only(factory) as s:
         deliveries = (
             select(func.count())
-            .where(WebhookDelivery.event_id == OutboxEvent.id, WebhookDelivery.subscription_id == sub["id"])
+            .where(WebhookDelivery.event_id == OutboxEvent.id, WebhookDelivery.subscription_id == sub.id)
             .scalar_subquery()
         )
         owed = s.execute(select(OutboxEvent.payload, deliveries).order_by(OutboxEvent.id)).all()
@@ -208,7 +208,7 @@ def _emit(app: Flask, n: int, type_: str = "order.created") -> None:
 
 def _subscribe(app: Flask, url: str = "http://127.0.0.1:9/hook") -> int:
     with unit_of_work(app.extensions["session_factory"]) as s:
-        return int(webhooks.create(s, url=url, secret=SECRET, event_types=["*"])["id"])
+        return webhooks.create(s, url=url, secret=SECRET, event_types=["*"]).id
 
 
 def _deliveries(app: Flask) -> list[tuple[int, int, int]]:
