@@ -5,7 +5,7 @@ scratch PostgreSQL database (omnistock_bench_availability) with the demo retaile
 9 locations serving `web`), then starts two gunicorn servers with the same worker settings:
 
 * the service, `app:create_app()`, asked with the storefront key;
-* the baseline, `bench/thin_availability.py`: Flask + psycopg running the service's statements,
+* the baseline, `bench/thin_availability.py`: Flask + psycopg running the service's own statement,
   with no key, no validation, no metrics and no ORM.
 
 It first checks that both answer the same JSON for the same requests. Then, at 1 and at 8
@@ -48,6 +48,7 @@ except ImportError:  # run as a script without the repository root on sys.path
 from bench.lib.client import KeepAlive
 from bench.lib.load import Clients, CpuMeter, Sample, percentile, summarise
 from bench.lib.report import (
+    busy_warning,
     dirty_app_files,
     dirty_summary,
     fmt_cpu,
@@ -254,6 +255,7 @@ def render(report: dict[str, Any]) -> str:
             left=2,
         ),
         "",
+        *busy_warning(m),
         f"GET {PATH}?skus=<{p['skus_per_request']} random SKUs of {p['skus']}>&channel={CHANNEL}&lat={LAT}&lon={LON}"
         f" ({p['locations']} locations serve {CHANNEL}); service: storefront key; thin: {THIN_SPEC}",
         f"cells: {p['seconds']:g} s measured after a {p['warmup']:g} s warm-up, closed-loop clients (threads, one "

@@ -5,12 +5,12 @@ the scaled demo network (1 warehouse + 19 stores, 10,000 SKUs), starts gunicorn 
 
 A. POST /api/v1/orders with 1-line, 3-line and hot-SKU orders, at 1, 16 and 64 clients. Each
    cell runs for a fixed time after a short warm-up. The order load is sent by
-   _common.KeepAlive, a minimal HTTP/1.1 client: the load generator shares the CPUs with the
-   server it measures, and `requests` would take about 1 ms of CPU per request from it.
+   bench/lib/client.KeepAlive, a minimal HTTP/1.1 client: the load generator shares the CPUs
+   with the server it measures, and `requests` would take about 1 ms of CPU per request from it.
    Setup calls (catalog, availability, receipts) use `requests`.
 B. The hot-SKU oversell check: units sold against the stock given, and availability afterwards.
 C. A bare-SQL baseline through psycopg on the same database (no Flask, no SQLAlchemy). It runs
-   the service's reservation statements, then its effect is undone with compensating releases.
+   the service's own reservation statement, then its effect is undone with compensating releases.
 D. Key ratios with their targets. The targets are shown, not asserted.
 E. Machine info.
 
@@ -18,7 +18,8 @@ Optionally it also profiles a 3-line load in one gunicorn worker with pyinstrume
 diagnostics. The profile goes to a separate file and is not part of the table.
 
 It prints a fixed-width table and writes the same figures as JSON to
-bench/results/orders-<timestamp>.json.
+bench/results/orders-<timestamp>.json. The load driver, CPU meter, server and report helpers
+are bench/lib/.
 
 Run from the repository root:
 
@@ -30,38 +31,46 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import random
 import subprocess
 import sys
-import tempfile
-import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import psycopg
 import requests
 
 try:
-    from bench import _common
+    from bench.lib import client, profile
 except ImportError:  # run as a script without the repository root on sys.path
-    import _common  # type: ignore[no-redef,import-not-found]
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from bench.lib import client, profile
+from bench.lib.client import KeepAlive, api
+from bench.lib.load import MAX_ERROR_SAMPLES, Cell, Clients, CpuMeter, Sample, summarise
+from bench.lib.report import (
+    busy_warning,
+    dirty_app_files,
+    dirty_summary,
+    fmt_cpu,
+    fmt_ms,
+    fmt_table,
+    loadavg,
+    machine,
+    machine_rows,
+    pg_settings,
+    rel,
+    results_file,
+    write_json,
+)
+from bench.lib.server import BenchError, Server, app_db_url, ledger_verify, libpq_dsn, log, scratch_database
 
-BenchError = _common.BenchError
-log = _common.log
-fmt_table = _common.fmt_table
-percentile = _common.percentile
-
-ROOT = _common.ROOT
-RESULTS_DIR = _common.RESULTS_DIR
 DB_NAME = "omnistock_bench_orders"
-DB_URL = _common.app_db_url(DB_NAME)
-DSN = _common.libpq_dsn(DB_NAME)
+DB_URL = app_db_url(DB_NAME)
+DSN = libpq_dsn(DB_NAME)
 
 SEED_SKUS = 10_000
 SEED_LOCATIONS = 20
@@ -75,10 +84,7 @@ RECEIPT_BATCH = 5000  # MAX_BATCH_MOVEMENTS in config/default.py
 # Top-ups are sized for rates no run on this kind of machine comes near, so stock cannot run out.
 MAX_PLAUSIBLE_ORDERS_PER_S = 1000.0
 MAX_PLAUSIBLE_BARE_TX_PER_S = 10000.0
-PROFILE_WORKERS = 1
-PROFILE_THREADS = 16
 PROFILE_CLIENTS = 16
-MAX_ERROR_SAMPLES = 5
 OK_409_CODE = "insufficient_stock"
 
 TARGET_RATIO_PCT = 20.0
@@ -86,226 +92,6 @@ TARGET_3LINE_P99_MS = 50.0
 TARGET_HOT_P99_MS = 250.0
 
 PHASES: dict[str, int] = {"1-line": 1, "3-line": 3, "hot-sku": 1}  # phase -> lines per order
-
-S = TypeVar("S")
-CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-# ----------------------------------------------------------------------------- CPU accounting
-def _proc_cpu_s(pid: int) -> float | None:
-    """utime + stime of a process in seconds (Linux /proc), None if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def _descendants(pid: int) -> list[int]:
-    out: list[int] = []
-    todo = [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            tasks = list(Path(f"/proc/{parent}/task").iterdir())
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                kids = [int(k) for k in (task / "children").read_text().split()]
-            except OSError:
-                continue
-            out.extend(kids)
-            todo.extend(kids)
-    return out
-
-
-def _postgres_pids() -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
-class CpuMeter:
-    """CPU seconds used by the gunicorn processes ("app") and by every PostgreSQL process ("pg")."""
-
-    def __init__(self, server_pid: int | None) -> None:
-        self.server_pid = server_pid
-
-    def snapshot(self) -> dict[str, dict[int, float]]:
-        groups: dict[str, list[int]] = {"pg": _postgres_pids()}
-        if self.server_pid is not None:
-            groups["app"] = [self.server_pid, *_descendants(self.server_pid)]
-        snap: dict[str, dict[int, float]] = {}
-        for name, pids in groups.items():
-            snap[name] = {}
-            for pid in pids:
-                cpu = _proc_cpu_s(pid)
-                if cpu is not None:
-                    snap[name][pid] = cpu
-        return snap
-
-    @staticmethod
-    def delta(before: dict[str, dict[int, float]], after: dict[str, dict[int, float]]) -> dict[str, float]:
-        return {
-            name: sum(cpu - before.get(name, {}).get(pid, 0.0) for pid, cpu in pids.items())
-            for name, pids in after.items()
-        }
-
-
-# ----------------------------------------------------------------------------- load driver
-@dataclass
-class Sample:
-    """One request (or bare-SQL transaction)."""
-
-    latency_s: float
-    status: int  # HTTP status; 0 = transport error. Bare SQL: 1 committed, 2 short, 0 error
-    t_end_s: float = 0.0  # when it finished, from the start of the cell
-    units: int = 0  # units reserved (201 / committed)
-    code: str | None = None  # the `code` of a 409 body
-    error: str | None = None
-
-
-class Clients(Generic[S]):
-    """A fixed set of client threads, each with its own state (a KeepAlive client or a psycopg connection)."""
-
-    def __init__(self, states: Sequence[S]) -> None:
-        self.states = list(states)
-
-    def run(
-        self, seconds: float, step: Callable[[S, int, int], Sample], meter: CpuMeter | None = None
-    ) -> tuple[list[Sample], float, dict[str, float]]:
-        """Every thread calls step(state, thread_index, seq) until `seconds` have passed.
-
-        A request in flight at the deadline is finished and counted. Returns the samples, the wall
-        time (until the last thread finished) and CPU seconds over the run: this process's
-        ("client") and, with a meter, the server's ("app") and PostgreSQL's ("pg").
-        """
-        n = len(self.states)
-        gate = threading.Barrier(n + 1)
-        results: list[list[Sample]] = [[] for _ in range(n)]
-        clock: dict[str, float] = {}
-
-        def worker(index: int) -> None:
-            state = self.states[index]
-            mine = results[index]
-            gate.wait()
-            began, deadline = clock["began"], clock["deadline"]
-            seq = 0
-            while time.perf_counter() < deadline:
-                try:
-                    sample = step(state, index, seq)
-                except Exception as exc:  # a broken response must not silently end the thread
-                    sample = Sample(0.0, 0, error=f"client error: {type(exc).__name__}: {exc}")
-                sample.t_end_s = time.perf_counter() - began
-                mine.append(sample)
-                seq += 1
-
-        threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
-        for t in threads:
-            t.start()
-        snap0 = meter.snapshot() if meter else {}
-        cpu0 = time.process_time()
-        clock["began"] = time.perf_counter()
-        clock["deadline"] = clock["began"] + seconds
-        gate.wait()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - clock["began"]
-        cpu = {"client": time.process_time() - cpu0}
-        if meter:
-            cpu.update(CpuMeter.delta(snap0, meter.snapshot()))
-        return [s for r in results for s in r], wall, cpu
-
-
-@dataclass
-class Cell:
-    """The figures of one (phase, clients) cell."""
-
-    phase: str
-    clients: int
-    seconds: float
-    wall_s: float
-    requests: int
-    ok: int  # 201 (HTTP) or committed (bare SQL)
-    conflicts: int  # 409 (HTTP) or short: a conditional UPDATE matched no row (bare SQL)
-    other: int
-    ok_per_s: float
-    requests_per_s: float
-    p50_ms: float
-    p90_ms: float
-    p99_ms: float
-    max_ms: float
-    cpu_pct: dict[str, float]  # CPU over the cell, % of one core: client, app (gunicorn), pg
-    units: int  # units reserved by the successful requests
-    first_conflict_s: float | None = None
-    ok_per_s_until_conflict: float | None = None  # successes per second before the first conflict
-    ok_p50_ms: float = 0.0  # latencies of the successful requests only
-    ok_p99_ms: float = 0.0
-    conflict_codes: dict[str, int] = field(default_factory=dict)
-    error_samples: list[str] = field(default_factory=list)
-    warmup_requests: int = 0
-    warmup_units: int = 0
-    stock: dict[str, Any] = field(default_factory=dict)
-
-
-def summarise(
-    phase: str,
-    clients: int,
-    seconds: float,
-    samples: list[Sample],
-    wall: float,
-    cpu_s: dict[str, float],
-    ok_status: int,
-) -> Cell:
-    latencies = sorted(s.latency_s * 1000.0 for s in samples)
-    conflict_status = 409 if ok_status == 201 else 2
-    ok = [s for s in samples if s.status == ok_status]
-    conflicts = [s for s in samples if s.status == conflict_status]
-    other = [s for s in samples if s.status not in (ok_status, conflict_status)]
-    codes: dict[str, int] = {}
-    for s in conflicts:
-        codes[s.code or "?"] = codes.get(s.code or "?", 0) + 1
-    first_conflict = min((s.t_end_s for s in conflicts), default=None)
-    ok_latencies = sorted(s.latency_s * 1000.0 for s in ok)
-    errors: list[str] = []
-    for s in samples:
-        if s.error and s.error not in errors:
-            errors.append(s.error)
-        if len(errors) >= MAX_ERROR_SAMPLES:
-            break
-    return Cell(
-        phase=phase,
-        clients=clients,
-        seconds=seconds,
-        wall_s=wall,
-        requests=len(samples),
-        ok=len(ok),
-        conflicts=len(conflicts),
-        other=len(other),
-        ok_per_s=len(ok) / wall if wall > 0 else 0.0,
-        requests_per_s=len(samples) / wall if wall > 0 else 0.0,
-        p50_ms=percentile(latencies, 50),
-        p90_ms=percentile(latencies, 90),
-        p99_ms=percentile(latencies, 99),
-        max_ms=latencies[-1] if latencies else 0.0,
-        cpu_pct={k: 100.0 * v / wall if wall > 0 else 0.0 for k, v in cpu_s.items()},
-        units=sum(s.units for s in ok),
-        first_conflict_s=first_conflict,
-        ok_per_s_until_conflict=(
-            sum(1 for s in ok if s.t_end_s <= first_conflict) / first_conflict if first_conflict else None
-        ),
-        ok_p50_ms=percentile(ok_latencies, 50),
-        ok_p99_ms=percentile(ok_latencies, 99),
-        conflict_codes=codes,
-        error_samples=errors,
-    )
 
 
 # ----------------------------------------------------------------------------- HTTP helpers
@@ -319,17 +105,9 @@ class Network:
     locations: list[str]
 
 
-def api(http: requests.Session, method: str, url: str, expect: int, **kwargs: Any) -> Any:
-    resp = http.request(method, url, timeout=_common.REQUEST_TIMEOUT_S, **kwargs)
-    if resp.status_code != expect:
-        path = url.split("127.0.0.1", 1)[-1]
-        raise BenchError(f"{method} {path} -> {resp.status_code} (expected {expect}): {resp.text[:2000]}")
-    return resp.json()
-
-
 def fetch_network(base_url: str, keys: dict[str, str]) -> Network:
-    skus, _ = _common.fetch_catalog(base_url, keys["ops"])
-    with _common.session_for(keys["ops"]) as http:
+    skus, _ = client.fetch_catalog(base_url, keys["ops"])
+    with client.session_for(keys["ops"]) as http:
         items = api(http, "GET", f"{base_url}/api/v1/locations", 200)["items"]
     warehouses = [i["code"] for i in items if i.get("kind") == "warehouse"]
     if len(warehouses) != 1:
@@ -346,7 +124,7 @@ class Avail:
 def availability(net: Network, codes: Sequence[str]) -> dict[str, Avail]:
     """total_available and per-location available (channel web) for each SKU."""
     out: dict[str, Avail] = {}
-    with _common.session_for(net.storefront_key) as http:
+    with client.session_for(net.storefront_key) as http:
         for start in range(0, len(codes), AVAILABILITY_CHUNK):
             chunk = codes[start : start + AVAILABILITY_CHUNK]
             body = api(
@@ -379,7 +157,7 @@ class Receipts:
     def post(self, lines: Sequence[tuple[str, str, int]]) -> int:
         """Receive (sku, location, qty) rows; returns the units received."""
         added = 0
-        with _common.session_for(self.net.ops_key) as http:
+        with client.session_for(self.net.ops_key) as http:
             for start in range(0, len(lines), RECEIPT_BATCH):
                 part = lines[start : start + RECEIPT_BATCH]
                 movements = []
@@ -423,20 +201,20 @@ def set_hot_stock(net: Network, receipts: Receipts, sku: str, stock: int) -> tup
     return added, after
 
 
-def order_clients(net: Network, n: int) -> list[_common.KeepAlive]:
+def order_clients(net: Network, n: int) -> list[KeepAlive]:
     """`n` light keep-alive HTTP clients with the storefront key, one per client thread."""
-    return [_common.keepalive_for(net.base_url, net.storefront_key) for _ in range(n)]
+    return [client.keepalive_for(net.base_url, net.storefront_key) for _ in range(n)]
 
 
 def order_step(
     net: Network, pool: Sequence[str], lines: int, hot_sku: str | None, tag: str, idempotency: bool
-) -> Callable[[_common.KeepAlive, int, int], Sample]:
+) -> Callable[[KeepAlive, int, int], Sample]:
     """A step placing one order: `lines` distinct random pool SKUs (or the hot SKU), 1 unit each."""
     path = "/api/v1/orders"
     rngs: dict[int, random.Random] = {}
     no_headers: dict[str, str] = {}
 
-    def step(http: _common.KeepAlive, tid: int, seq: int) -> Sample:
+    def step(http: KeepAlive, tid: int, seq: int) -> Sample:
         rng = rngs.get(tid)
         if rng is None:
             rng = rngs[tid] = random.Random(f"{RNG_SEED}-{tag}-{tid}")
@@ -449,9 +227,9 @@ def order_step(
         }).encode()  # fmt: skip
         # Authorization and Content-Type are in the client's prebuilt request head
         headers = {"Idempotency-Key": f"{tag}-{tid}-{seq}"} if idempotency else no_headers
-        latency, result = _common.timed_call(http, "POST", path, body, headers)
+        latency, result = client.timed_call(http, "POST", path, body, headers)
         if isinstance(result, Exception):
-            return Sample(latency, 0, error=_common.describe_failure("POST", "/api/v1/orders", result))
+            return Sample(latency, 0, error=client.describe_failure("POST", "/api/v1/orders", result))
         status = result.status_code
         if status == 201:
             if hot_sku:  # count what the service says it reserved, not what was asked
@@ -465,11 +243,9 @@ def order_step(
                 code = str(result.json().get("code"))
             except ValueError:
                 code = "?"
-            error = (
-                None if code == OK_409_CODE else _common.describe_failure("POST", "/api/v1/orders", result)
-            )
+            error = None if code == OK_409_CODE else client.describe_failure("POST", "/api/v1/orders", result)
             return Sample(latency, 409, code=code, error=error)
-        return Sample(latency, status, error=_common.describe_failure("POST", "/api/v1/orders", result))
+        return Sample(latency, status, error=client.describe_failure("POST", "/api/v1/orders", result))
 
     return step
 
@@ -533,7 +309,7 @@ def http_cell(
     phase: str,
     lines: int,
     clients: int,
-    order_http: list[_common.KeepAlive],
+    order_http: list[KeepAlive],
 ) -> Cell:
     is_hot = phase == "hot-sku"
     hot_sku = hot.sku if is_hot else None
@@ -560,7 +336,7 @@ def http_cell(
     log(f"{phase} x{clients}: measuring {args.seconds:g}s")
     main_step = order_step(net, pool, lines, hot_sku, f"{stamp}-{phase}-{clients}-m", args.idempotency)
     samples, wall, cpu = driver.run(args.seconds, main_step, meter)
-    cell = summarise(phase, clients, args.seconds, samples, wall, cpu, 201)
+    cell = summarise(phase, clients, args.seconds, samples, wall, cpu, 201, 409)
     cell.warmup_requests = len(warm)
     cell.warmup_units = warm_units
     cell.error_samples = list(
@@ -603,14 +379,9 @@ def choose_skus(net: Network, rng: random.Random, pool_size: int) -> tuple[list[
 
 
 # ----------------------------------------------------------------------------- C: bare SQL
-# The same conditional UPDATE as app/services/orders.py (_RESERVE_SQL), with the online safety
-# stock term as the brief gives it (COALESCE(safety_stock, 0)): the rows used are warehouse rows,
-# whose default safety stock is 0, so it is the same condition the service evaluates there.
-BARE_RESERVE_SQL = """
-UPDATE stock_levels SET reserved = reserved + %s, updated_at = %s
-WHERE sku_id = %s AND location_id = %s
-  AND on_hand - reserved - COALESCE(safety_stock, 0) >= %s
-"""
+# The reservation is the service's own statement (app/services/orders/reservations.py), not a
+# copy: if the service's SQL changes, the baseline runs the new one. Its movements are this
+# baseline's own ledger record, so that the undo below can give back exactly what it reserved.
 BARE_MOVEMENT_SQL = """
 INSERT INTO movements (kind, sku_id, location_id, qty, on_hand_delta, reserved_delta, incoming_delta,
                        source, leg, occurred_at, recorded_at)
@@ -641,27 +412,53 @@ SELECT (SELECT COALESCE(-SUM(reserved_delta), 0) FROM moved),
 
 
 class _Short(Exception):
-    """A conditional UPDATE matched no row: not enough stock (the baseline's 409)."""
+    """The reservation matched fewer rows than lines: not enough stock (the baseline's 409)."""
 
 
-def bare_step(
-    rows: Sequence[tuple[int, int]], lines: int, tag: str
-) -> Callable[[psycopg.Connection[Any], int, int], Sample]:
-    """One reservation transaction: the UPDATEs then the INSERTs, each sent as one pipelined executemany."""
+def dollar_placeholders(text: str) -> str:
+    """`?` placeholders as psycopg's RawCursor takes them ($1, $2, ...), as the app sends them."""
+    parts = text.split("?")
+    return parts[0] + "".join(f"${i}{part}" for i, part in enumerate(parts[1:], 1))
+
+
+def reserve_statement(lines: int) -> str:
+    """The service's PostgreSQL reservation statement for `lines` lines."""
+    from app.services.orders.reservations import _reserve_sql  # imported here: only C needs the app
+
+    return dollar_placeholders(_reserve_sql(False, lines))
+
+
+@dataclass
+class BareRows:
+    """The warehouse rows the baseline reserves from, and the warehouse's default safety stock."""
+
+    keys: list[tuple[int, int]]  # (sku_id, location_id)
+    default_safety: int
+
+
+def bare_step(rows: BareRows, lines: int, tag: str) -> Callable[[psycopg.Connection[Any], int, int], Sample]:
+    """One reservation transaction: the service's reservation statement (one round trip) for a web
+    order, then the movements as one pipelined executemany, then COMMIT."""
     rngs: dict[int, random.Random] = {}
+    reserve_sql = reserve_statement(lines)
 
     def step(conn: psycopg.Connection[Any], tid: int, _seq: int) -> Sample:
         rng = rngs.get(tid)
         if rng is None:
             rng = rngs[tid] = random.Random(f"{RNG_SEED}-{tag}-{tid}")
-        keys = sorted(rng.sample(rows, lines))
+        keys = sorted(rng.sample(rows.keys, lines))
         began = time.perf_counter()
         now = datetime.now(UTC)
+        params: list[Any] = []
+        for s, loc in keys:  # as reservations.reserve() lays them out: online channel, 1 unit a line
+            params += (s, loc, 1, 1, rows.default_safety)
+        params.append(now)
         try:
-            with conn.cursor() as cur:
-                cur.executemany(BARE_RESERVE_SQL, [(1, now, s, loc, 1) for s, loc in keys])
+            with psycopg.RawCursor(conn) as cur:
+                cur.execute(reserve_sql, params)
                 if cur.rowcount != len(keys):
                     raise _Short
+            with conn.cursor() as cur:
                 cur.executemany(BARE_MOVEMENT_SQL, [(s, loc, 1, 1, now, now) for s, loc in keys])
             conn.commit()
         except _Short:
@@ -675,15 +472,17 @@ def bare_step(
     return step
 
 
-def bare_rows(pool: Sequence[str], warehouse: str) -> list[tuple[int, int]]:
+def bare_rows(pool: Sequence[str], warehouse: str) -> BareRows:
     with psycopg.connect(DSN) as conn:
-        loc = conn.execute("SELECT id FROM locations WHERE code = %s", (warehouse,)).fetchone()
+        loc = conn.execute(
+            "SELECT id, default_safety_stock FROM locations WHERE code = %s", (warehouse,)
+        ).fetchone()
         ids = conn.execute("SELECT id FROM skus WHERE code = ANY(%s)", (list(pool),)).fetchall()
     if loc is None or len(ids) != len(pool):
         raise BenchError(
             f"bare SQL: warehouse {warehouse} or pool SKU ids not found ({len(ids)}/{len(pool)})"
         )
-    return sorted((int(r[0]), int(loc[0])) for r in ids)
+    return BareRows(sorted((int(r[0]), int(loc[0])) for r in ids), int(loc[1]))
 
 
 def wanted_cell(args: argparse.Namespace, phase: str, clients: int) -> bool:
@@ -691,7 +490,7 @@ def wanted_cell(args: argparse.Namespace, phase: str, clients: int) -> bool:
     return not args.cells or f"{phase}:{clients}" in args.cells
 
 
-def bare_phases(args: argparse.Namespace, rows: list[tuple[int, int]], report: dict[str, Any]) -> int:
+def bare_phases(args: argparse.Namespace, rows: BareRows, report: dict[str, Any]) -> int:
     """Run every bare-SQL cell; return the units reserved (warm-ups included)."""
     units = 0
     for phase, lines in (("1-line", 1), ("3-line", 3)):
@@ -712,7 +511,7 @@ def bare_phases(args: argparse.Namespace, rows: list[tuple[int, int]], report: d
             finally:
                 for c in conns:
                     c.close()
-            cell = summarise(phase, clients, args.seconds, samples, wall, cpu, 1)
+            cell = summarise(phase, clients, args.seconds, samples, wall, cpu, 1, 2)
             cell.warmup_requests = len(warm)
             cell.warmup_units = sum(s.units for s in warm if s.status == 1)
             units += cell.units + cell.warmup_units
@@ -739,97 +538,18 @@ def undo_bare(expected_units: int) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- profile
-PYSPY = _common.VENV_BIN / "py-spy"
-PYSPY_RATE = 200  # samples per second per process
-TOP_N = 40
-# A failed profile is reported and does not stop the benchmark.
-PROFILE_ERRORS = (BenchError, OSError, subprocess.SubprocessError, requests.RequestException)
-
-
-def _short_path(path: str) -> str:
-    if "site-packages/" in path:
-        return path.split("site-packages/", 1)[1]
-    root = str(ROOT) + "/"
-    if path.startswith(root):
-        return path[len(root) :]
-    marker = "/lib/python3."
-    if marker in path:  # the standard library
-        return path.split(marker, 1)[1].split("/", 1)[-1]
-    return path
-
-
-def _ranked(table: dict[tuple[str, str], float], total: float) -> list[dict[str, Any]]:
-    ranked = sorted(table.items(), key=lambda kv: kv[1], reverse=True)[:TOP_N]
-    return [
-        {"function": fn, "where": where, "samples": n, "pct": round(100.0 * n / total, 2) if total else 0.0}
-        for (fn, where), n in ranked
-    ]
-
-
-def _package(where: str) -> str:
-    """What to group self time by: the module for app/ code, else the top-level package."""
-    if where.startswith("app/"):
-        return where
-    head = where.split("/", 1)[0]
-    return head[:-3] if head.endswith(".py") else head or "?"
-
-
-def profile_views(
-    self_n: dict[tuple[str, str], float], incl_n: dict[tuple[str, str], float], total: float
-) -> dict[str, Any]:
-    """Ranked views of a profile: self and inclusive per function, app/ code only, self per package."""
-    packages: dict[tuple[str, str], float] = {}
-    for (_fn, where), n in self_n.items():
-        key = (_package(where), "")
-        packages[key] = packages.get(key, 0.0) + n
-    app_only = {k: n for k, n in incl_n.items() if k[1].startswith("app/")}
-    return {
-        "by_self": _ranked(self_n, total),
-        "by_inclusive": _ranked(incl_n, total),
-        "app_by_inclusive": _ranked(app_only, total),
-        "by_package": _ranked(packages, total),
-    }
-
-
-def parse_pyspy_raw(text: str) -> dict[str, Any]:
-    """Self (leaf) and inclusive sample counts per function from `py-spy record --format raw`."""
-    self_n: dict[tuple[str, str], float] = {}
-    incl_n: dict[tuple[str, str], float] = {}
-    total = 0.0
-    for line in text.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = float(count)
-        keys = []
-        for frame in stack.split(";"):
-            if frame.startswith("process ") or frame.startswith("thread "):
-                continue  # the process/thread pseudo-frames py-spy adds
-            fn, sep, where = frame.rpartition(" (")
-            key = (fn, _short_path(where.rstrip(")"))) if sep else (frame, "")
-            keys.append(key)
-        if not keys:
-            continue
-        total += n
-        self_n[keys[-1]] = self_n.get(keys[-1], 0.0) + n
-        for key in set(keys):
-            incl_n[key] = incl_n.get(key, 0.0) + n
-    return {"total_samples": int(total), **profile_views(self_n, incl_n, total)}
-
-
 def profile_pyspy(
-    args: argparse.Namespace, server: _common.Server, net: Network, pool: list[str], receipts: Receipts
+    args: argparse.Namespace, server: Server, net: Network, pool: list[str], receipts: Receipts
 ) -> dict[str, Any]:
     """py-spy (GIL holders only) on the benchmark's own gunicorn while 16 clients place 3-line orders."""
     assert server.proc is not None
-    raw = RESULTS_DIR / f"orders-{args.stamp}.pyspy.txt"
+    raw = results_file("orders", args.stamp, ".pyspy.txt")
     seconds = math.ceil(args.profile_seconds)
-    cmd = [str(PYSPY), "record", "--pid", str(server.proc.pid), "--subprocesses", "--gil", "--nolineno",
-           "--rate", str(PYSPY_RATE), "--duration", str(seconds), "--format", "raw", "-o", str(raw)]  # fmt: skip
+    cmd = profile.pyspy_command(server.proc.pid, seconds, raw)
     out: dict[str, Any] = {
         "tool": "py-spy",
         "command": " ".join(cmd[1:]),
-        "server": server_desc(server),
+        "server": server.describe(),
         "clients": PROFILE_CLIENTS,
         "seconds": seconds,
         "measure": "share of py-spy samples of a gunicorn worker thread holding the GIL (Python CPU time)",
@@ -862,9 +582,9 @@ def profile_pyspy(
     if spy.returncode != 0 or not raw.exists():
         raise BenchError(f"py-spy exited {spy.returncode}: {spy_out.strip()[-2000:]}")
     out["load"] = asdict(
-        summarise("3-line (profiled)", PROFILE_CLIENTS, seconds + 1.5, samples, wall, cpu, 201)
+        summarise("3-line (profiled)", PROFILE_CLIENTS, seconds + 1.5, samples, wall, cpu, 201, 409)
     )
-    out.update(parse_pyspy_raw(raw.read_text()))
+    out.update(profile.parse_pyspy_raw(raw.read_text()))
     out["files"] = [str(raw)]
     return out
 
@@ -872,23 +592,12 @@ def profile_pyspy(
 def profile_pyinstrument(
     args: argparse.Namespace, keys: dict[str, str], pool: list[str], receipts_tag: str
 ) -> dict[str, Any]:
-    """One single-threaded gunicorn worker that profiles every order with pyinstrument (wall clock).
-
-    One handler thread keeps GIL hand-offs out of the wall-clock profile: each request's time is
-    its own Python work plus its waits on PostgreSQL. The 16 clients queue in gunicorn.
-    """
-    prefix = RESULTS_DIR / f"orders-{args.stamp}.profile"
-    server = _common.Server(
-        1,
-        RESULTS_DIR / f"orders-{args.stamp}.profile.server.log",
-        db_url=DB_URL,
-        threads=1,
-        app_spec="bench._profile_wsgi:application",
-        extra_env={"BENCH_PROFILE_OUT": str(prefix)},
-    )
+    """One single-threaded gunicorn worker that profiles every order with pyinstrument (wall clock)."""
+    prefix = results_file("orders", args.stamp, ".profile")
+    server = profile.pyinstrument_server(DB_URL, prefix, "POST", "/api/v1/orders")
     out: dict[str, Any] = {
         "tool": "pyinstrument",
-        "server": server_desc(server),
+        "server": server.describe(),
         "clients": PROFILE_CLIENTS,
         "seconds": args.profile_seconds,
         "measure": "share of the profiled requests' wall time (one handler thread: Python work + DB waits)",
@@ -905,20 +614,22 @@ def profile_pyinstrument(
             driver = Clients(order_http)
             driver.run(args.warmup, order_step(net, pool, 3, None, f"{args.stamp}-prof-w", args.idempotency))
             with requests.Session() as http:
-                api(http, "GET", f"{server.base_url}/__bench_profile/start", 200)
+                profile.profile_start(http, server)
                 log(f"profile: 3-line x{PROFILE_CLIENTS} for {args.profile_seconds:g}s")
                 samples, wall, cpu = driver.run(
                     args.profile_seconds,
                     order_step(net, pool, 3, None, f"{args.stamp}-prof-m", args.idempotency),
-                    CpuMeter(server.proc.pid if server.proc else None),
+                    CpuMeter(server.pid),
                 )
                 log("profile: merging")
-                stats = api(http, "GET", f"{server.base_url}/__bench_profile/stop", 200)
+                stats = profile.profile_stop(http, server)
         finally:
             for c in order_http:
                 c.close()
         out["load"] = asdict(
-            summarise("3-line (profiled)", PROFILE_CLIENTS, args.profile_seconds, samples, wall, cpu, 201)
+            summarise(
+                "3-line (profiled)", PROFILE_CLIENTS, args.profile_seconds, samples, wall, cpu, 201, 409
+            )
         )
         out.update(stats)
     finally:
@@ -926,62 +637,14 @@ def profile_pyinstrument(
     return out
 
 
-def server_desc(server: _common.Server) -> str:
-    if server.worker_class == "gthread":
-        return f"{server.workers} worker(s) x {server.threads} thread(s) (gthread)"
-    return f"{server.workers} worker(s) ({server.worker_class})"
-
-
-def render_profile(profile: dict[str, Any], top: int = 15) -> str:
-    load = profile.get("load")
-    lines = [
-        f"profile ({profile['tool']}): 3-line orders from {profile['clients']} clients for "
-        f"{profile['seconds']:g} s, gunicorn {profile['server']}",
-        f"  % = {profile['measure']}",
-    ]
-    if profile["tool"] == "py-spy":
-        lines.append(f"  {profile.get('total_samples', 0)} samples; py-spy {profile['command']}")
-    else:
-        lines.append(
-            f"  {profile.get('requests', 0)} requests, {profile.get('total_s', 0):.1f} s of request time"
-        )
-    if load:
-        lines.append(
-            f"  load while profiling: {load['ok_per_s']:.1f} orders/s, p50 {load['p50_ms']:.1f} ms, "
-            f"p99 {load['p99_ms']:.1f} ms"
-        )
-    lines.append(f"top {top} by self time:")
-    rows = [[f"{r['pct']:.1f}", r["function"], r["where"]] for r in profile.get("by_self", [])[:top]]
-    lines += fmt_table(["self %", "function", "where"], rows, left=0)
-    lines.append(f"top {top} app/ functions by inclusive time:")
-    rows = [[f"{r['pct']:.1f}", r["function"], r["where"]] for r in profile.get("app_by_inclusive", [])[:top]]
-    lines += fmt_table(["incl %", "function", "where"], rows, left=0)
-    lines.append("self time by package (app/ by module):")
-    rows = [[f"{r['pct']:.1f}", r["function"]] for r in profile.get("by_package", [])[:top]]
-    lines += fmt_table(["self %", "package"], rows, left=0)
-    for f in profile.get("files", []):
-        path = Path(f)
-        lines.append(f"  written: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
-    return "\n".join(lines)
-
-
 # ----------------------------------------------------------------------------- report
-def _ms(v: float) -> str:
-    return f"{v:.1f}" if v >= 10 else f"{v:.2f}"
-
-
-def _cpu(c: dict[str, Any]) -> str:
-    pct = c["cpu_pct"]
-    return "/".join(f"{pct[k]:.0f}" if k in pct else "-" for k in ("client", "app", "pg"))
-
-
 def _cell_row(c: dict[str, Any]) -> list[str]:
     first = c.get("first_conflict_s")
     return [
         c["phase"], str(c["clients"]), f"{c['ok_per_s']:.1f}", f"{c['requests_per_s']:.1f}",
-        _ms(c["p50_ms"]), _ms(c["p90_ms"]), _ms(c["p99_ms"]), _ms(c["max_ms"]),
+        fmt_ms(c["p50_ms"]), fmt_ms(c["p90_ms"]), fmt_ms(c["p99_ms"]), fmt_ms(c["max_ms"]),
         str(c["ok"]), str(c["conflicts"]), str(c["other"]),
-        "-" if first is None else f"{first:.1f}", _cpu(c),
+        "-" if first is None else f"{first:.1f}", fmt_cpu(c["cpu_pct"]),
     ]  # fmt: skip
 
 
@@ -1027,28 +690,25 @@ def render(report: dict[str, Any]) -> str:
         *fmt_table(
             ["machine", "value"],
             [
-                ["nproc", str(m["nproc"])],
-                ["cpu", m["cpu_model"]],
-                ["platform", m["platform"]],
-                ["python", m["python"]],
-                ["postgresql", m["postgresql"]],
+                *machine_rows(m),
                 ["gunicorn", p["gunicorn"]],
                 ["postgresql settings", " ".join(f"{k}={v}" for k, v in m.get("pg_settings", {}).items())],
                 ["ANALYZE after seeding", "yes" if p["analyze"] else "no (--no-analyze)"],
                 ["VACUUM ANALYZE before each cell", "yes" if p.get("vacuum") else "no (--no-vacuum)"],
-                ["app/ uncommitted changes", ", ".join(m["dirty_app_files"]) or "none"],
+                ["app/ uncommitted changes", dirty_summary(m["dirty_app_files"])],
                 ["load average at start", m["loadavg_start"]],
                 ["load average at end", m.get("loadavg_end", "?")],
             ],
             left=2,
         ),
         "",
+        *busy_warning(m),
         f"network: {p['seed_skus']} SKUs, {p['locations']} locations (1 warehouse + stores); "
         f"order pool {p['pool_size']} random SKUs with stock (seed {p['rng_seed']}); "
         f"hot SKU {report['hot']['sku']}",
         f"cells: {p['seconds']:g} s measured after a {p['warmup']:g} s warm-up; clients are threads, "
         f"each with its own psycopg connection (bare SQL) or persistent HTTP/1.1 connection (orders:",
-        "bench/_common.KeepAlive, a minimal raw-socket client instead of requests, because the load generator",
+        "bench/lib/client.KeepAlive, a minimal raw-socket client instead of requests, because the load generator",
         "shares the CPUs with the server; gunicorn sync workers close the connection after every response)",
         "",
         "A. POST /api/v1/orders over HTTP (ship to 51.51,-0.12, 1 unit per line, allow_split, no partial, "
@@ -1094,8 +754,8 @@ def render(report: dict[str, Any]) -> str:
                         "ok" if c["stock"]["available_ok"] and c["stock"]["oversell"] == 0 else "FAILED",
                         "-" if c["first_conflict_s"] is None else f"{c['first_conflict_s']:.1f}",
                         f"{c['ok_per_s_until_conflict'] or c['ok_per_s']:.1f}",
-                        _ms(c["ok_p50_ms"]),
-                        _ms(c["ok_p99_ms"]),
+                        fmt_ms(c["ok_p50_ms"]),
+                        fmt_ms(c["ok_p99_ms"]),
                     ]
                     for c in hot_cells
                 ]
@@ -1122,8 +782,9 @@ def render(report: dict[str, Any]) -> str:
         out += [
             "",
             "C. bare-SQL reservation transaction via psycopg (no Flask/SQLAlchemy), same database, warehouse rows",
-            "   BEGIN; conditional UPDATE stock_levels x lines (one pipelined executemany, sorted keys);",
-            "   INSERT movements x lines (one pipelined executemany); COMMIT. ok = committed, conflict = short",
+            "   BEGIN; the service's reservation statement (app/services/orders/reservations.py, one round trip,",
+            "   rows locked in key order); INSERT movements x lines (one pipelined executemany); COMMIT.",
+            "   ok = committed, short = the reservation matched fewer rows than lines",
             *fmt_table(heads, [_cell_row(c) for c in report["bare"]]),
             f"   undo: {undo.get('release_movements', 0)} 'release' movements gave back "
             f"{undo.get('released_units', 0)} reserved units (baseline reserved {undo.get('expected_units', 0)}) "
@@ -1195,9 +856,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.warmup < 0:
         parser.error("--warmup must not be negative")
     if args.profiler == "auto":
-        args.profiler = "py-spy" if PYSPY.exists() else "pyinstrument"
-    elif args.profiler == "py-spy" and not PYSPY.exists():
-        parser.error(f"--profiler py-spy: {PYSPY} not found (pip install py-spy into .venv)")
+        args.profiler = "py-spy" if profile.PYSPY.exists() else "pyinstrument"
+    elif args.profiler == "py-spy" and not profile.PYSPY.exists():
+        parser.error(f"--profiler py-spy: {profile.PYSPY} not found (pip install py-spy into .venv)")
     return args
 
 
@@ -1205,14 +866,6 @@ def gunicorn_desc(args: argparse.Namespace) -> str:
     if args.worker_class == "gthread":
         return f"{args.workers} workers x {args.threads} threads (gthread), --no-control-socket"
     return f"{args.workers} workers ({args.worker_class}), --no-control-socket"
-
-
-PG_SETTINGS = ("autovacuum", "jit", "synchronous_commit", "shared_buffers", "max_connections")
-
-
-def pg_settings() -> dict[str, str]:
-    with psycopg.connect(DSN) as conn:
-        return {name: str(conn.execute(f"SHOW {name}").fetchone()[0]) for name in PG_SETTINGS}  # type: ignore[index]
 
 
 def vacuum() -> None:
@@ -1246,21 +899,6 @@ def analyze() -> float:
     return time.perf_counter() - began
 
 
-def dirty_app_files() -> list[str]:
-    """Files under app/ with uncommitted changes: the code measured is HEAD plus these."""
-    proc = subprocess.run(
-        ["git", "status", "--porcelain", "--", "app"], cwd=ROOT, capture_output=True, text=True, check=False
-    )
-    return [line[3:] for line in proc.stdout.splitlines() if line.strip()]
-
-
-def loadavg() -> str:
-    try:
-        return " ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "?"
-
-
 def routing_mix() -> dict[str, int]:
     with psycopg.connect(DSN) as conn:
         rows = conn.execute(
@@ -1273,7 +911,6 @@ def routing_mix() -> dict[str, int]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     args.stamp = stamp
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     rng = random.Random(RNG_SEED)
     report: dict[str, Any] = {
         "benchmark": "orders",
@@ -1299,19 +936,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "profiler": args.profiler,
             "analyze": args.analyze,
             "vacuum": args.vacuum,
-            "bare_sql": "UPDATEs and INSERTs each sent as one psycopg executemany (pipeline mode)",
-            "order_http_client": "bench/_common.KeepAlive (minimal HTTP/1.1 over one socket per client thread)",
+            "bare_sql": "the service's reservation statement (one round trip), then the movements as one "
+            "psycopg executemany (pipeline mode)",
+            "order_http_client": "bench/lib/client.KeepAlive (minimal HTTP/1.1 over one socket per client thread)",
         },
-        "machine": {
-            "nproc": _common.cpu_count(),
-            "cpu_model": _common.cpu_model(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "postgresql": "unknown",
-            "git_commit": _common.git_commit(),
-            "loadavg_start": loadavg(),
-            "dirty_app_files": dirty_app_files(),
-        },
+        "machine": {**machine(), "loadavg_start": loadavg(), "dirty_app_files": dirty_app_files()},
         "http": [],
         "hot": {},
         "bare": [],
@@ -1322,34 +951,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ledger_verify": None,
         "profile": None,
         "error_samples": [],
-        "server_log": str((RESULTS_DIR / f"orders-{stamp}.server.log").relative_to(ROOT)),
+        "server_log": rel(results_file("orders", stamp, ".server.log")),
         "ok": False,
     }
 
-    log(f"recreating database {DB_NAME}")
-    report["machine"]["postgresql"] = _common.recreate_database(DB_NAME)
-    log("migrating")
-    _common.run_flask(["db", "upgrade"], DB_URL)
-    with tempfile.TemporaryDirectory(prefix="omnistock-bench-orders-") as tmp:
-        keys_file = Path(tmp) / "keys.tsv"
-        log(f"seeding demo data: {SEED_SKUS} SKUs, {SEED_LOCATIONS} locations")
-        began = time.perf_counter()
-        _common.run_flask(
-            ["demo", "seed", "--skus", str(SEED_SKUS), "--locations", str(SEED_LOCATIONS),
-             "--keys-file", str(keys_file)],
-            DB_URL,
-        )  # fmt: skip
-        report["seed_s"] = round(time.perf_counter() - began, 1)
-        keys = _common.read_keys(keys_file)
+    db = scratch_database(DB_NAME, ["--skus", str(SEED_SKUS), "--locations", str(SEED_LOCATIONS)])
+    report["machine"]["postgresql"] = db.pg_version
+    report["seed_s"] = db.seed_s
+    keys = db.keys
     if args.analyze:
         # autovacuum may be off (it is on this machine's server): a freshly seeded database then
         # has no statistics, and the planner's row estimates are off by orders of magnitude.
         log("ANALYZE")
         report["analyze_s"] = round(analyze(), 1)
-    report["machine"]["pg_settings"] = pg_settings()
+    report["machine"]["pg_settings"] = pg_settings(DSN)
 
-    server = _common.Server(
-        args.workers, ROOT / report["server_log"], db_url=DB_URL, threads=args.threads,
+    server = Server(
+        args.workers, results_file("orders", stamp, ".server.log"), db_url=DB_URL, threads=args.threads,
         worker_class=args.worker_class,
     )  # fmt: skip
     report["parameters"]["gunicorn_command"] = " ".join(server.command()[1:])
@@ -1365,7 +983,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         pool, hot_sku, hot_initial = choose_skus(net, rng, POOL_SIZE)
         receipts = Receipts(net, f"{stamp}-bench")
         hot = HotLedger(hot_sku, initial_available=hot_initial)
-        meter = CpuMeter(server.proc.pid if server.proc else None)
+        meter = CpuMeter(server.pid)
         http_phases(net, args, pool, hot, receipts, meter, report)
         hot.final_available = availability(net, [hot.sku])[hot.sku].total
         given = hot.initial_available + hot.received
@@ -1378,7 +996,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if not args.skip_profile and args.profiler == "py-spy":
             try:
                 report["profile"] = profile_pyspy(args, server, net, pool, receipts)
-            except PROFILE_ERRORS as exc:  # diagnostics only: report it, keep the measurements
+            except profile.PROFILE_ERRORS as exc:  # diagnostics only: report it, keep the measurements
                 report["profile"] = {"tool": "py-spy", "error": str(exc)}
                 log(f"profile failed: {exc}")
         if not args.skip_bare:
@@ -1405,22 +1023,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.skip_profile and args.profiler == "pyinstrument":
         try:
             report["profile"] = profile_pyinstrument(args, keys, pool, f"{stamp}-profile")
-        except PROFILE_ERRORS as exc:  # diagnostics only: report it, keep the measurements
+        except profile.PROFILE_ERRORS as exc:  # diagnostics only: report it, keep the measurements
             report["profile"] = {"tool": "pyinstrument", "error": str(exc)}
             log(f"profile failed: {exc}")
 
     report["receipts"] = {"units": receipts_units, "count": receipts_count}
     report["routing_mix"] = routing_mix()
-    log("flask ledger verify")
-    verify = _common.run_flask(["ledger", "verify"], DB_URL, check=False)
-    report["ledger_verify"] = {
-        "ok": verify.returncode == 0,
-        "exit_code": verify.returncode,
-        "output": (verify.stdout + verify.stderr).strip()[-4000:],
-    }
-    if verify.returncode != 0:
+    report["ledger_verify"] = verify = ledger_verify(DB_URL)
+    if not verify["ok"]:
         report["error_samples"].append(
-            f"flask ledger verify exited {verify.returncode}:\n{verify.stdout}{verify.stderr}"
+            f"flask ledger verify exited {verify['exit_code']}:\n{verify['output']}"
         )
     report["machine"]["loadavg_end"] = loadavg()
     report["key_figures"] = key_figures(report)
@@ -1450,17 +1062,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     text = render(report)
     print(text)
-    out_path = RESULTS_DIR / f"orders-{report['timestamp']}.json"
-    profile = report.get("profile")
+    prof = report.get("profile")
     profile_text = ""
-    if profile and "error" not in profile:
-        profile_text = render_profile(profile)
-        (RESULTS_DIR / f"orders-{report['timestamp']}.profile-top.txt").write_text(profile_text + "\n")
+    if prof and "error" not in prof:
+        profile_text = profile.render_profile(prof)
+        results_file("orders", report["timestamp"], ".profile-top.txt").write_text(profile_text + "\n")
         print("\n(diagnostics, not part of the benchmark table)\n" + profile_text, file=sys.stderr)
-    elif profile:
-        print(f"\nprofile failed: {profile['error']}", file=sys.stderr)
-    out_path.write_text(json.dumps({**report, "table": text, "profile_text": profile_text}, indent=2) + "\n")
-    log(f"wrote {out_path.relative_to(ROOT)}")
+    elif prof:
+        print(f"\nprofile failed: {prof['error']}", file=sys.stderr)
+    write_json(
+        results_file("orders", report["timestamp"], ".json"),
+        {**report, "table": text, "profile_text": profile_text},
+    )
     return 0 if report["ok"] else 1
 
 

@@ -1,13 +1,14 @@
 """The availability baseline of bench_availability.py: a thin Flask + psycopg endpoint, never deployed.
 
-GET /api/v1/availability?skus=A,B,...&channel=web[&lat=..&lon=..] runs the statements the
-service runs (app/services/stock.py `availability()`: the channel, then SKUs x the channel's
-active locations with their stock levels, as SQLAlchemy renders them) in one transaction on
-a psycopg connection of the handling thread, and answers the same JSON: per SKU the units each
-location can sell, its on_hand, reserved and incoming and its distance from (lat, lon), sorted
-nearest first (by code without a point), and the total. No key, no schema validation, no
-metrics, no ORM: what is left is Flask, psycopg and the rule itself. Free units and distances
-come from app.domain, so both answers apply the same rule. An unknown channel or SKU is a 404.
+GET /api/v1/availability?skus=A,B,...&channel=web[&lat=..&lon=..][&location=..] runs the
+service's own availability statement (app/services/stock_reads.py, imported, not copied: if the
+service's SQL changes, the baseline runs the new one) on a psycopg connection of the handling
+thread, in a transaction ended by a rollback as the service's read-only unit of work is, and
+answers the same JSON: per SKU the units each location can sell, its on_hand, reserved and
+incoming and its distance from (lat, lon), nearest first (by code without a point), and the
+total. Free units and distances come from app.domain, so both answers apply one rule. No key,
+no schema validation, no metrics, no ORM, Flask's own JSON encoder: what is left is Flask,
+psycopg and the rule itself. An unknown channel or SKU is a 404.
 
 gunicorn serves `bench.thin_availability:app`; the database is OMNISTOCK_DATABASE_URL.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+from functools import cache
 from typing import Any
 
 import psycopg
@@ -23,18 +25,10 @@ from flask import Flask, request
 
 from app.domain.geo import haversine_km
 from app.domain.ledger import free_units
+from app.services.stock_reads import _availability_sql
 
-CHANNEL_SQL = "SELECT channels.id, channels.kind FROM channels WHERE channels.code = %s"
-ROWS_SQL = """
-SELECT skus.code, locations.code AS code_1, locations.lat, locations.lon, locations.default_safety_stock,
-       stock_levels_1.on_hand, stock_levels_1.reserved, stock_levels_1.incoming, stock_levels_1.safety_stock
-FROM skus JOIN channel_locations ON channel_locations.channel_id = %s
-JOIN locations ON locations.id = channel_locations.location_id AND locations.active
-LEFT OUTER JOIN stock_levels AS stock_levels_1
-  ON stock_levels_1.sku_id = skus.id AND stock_levels_1.location_id = locations.id
-WHERE skus.code IN ({codes})
-"""
-KNOWN_SQL = "SELECT skus.code FROM skus WHERE skus.code IN ({codes})"
+CHANNEL_SQL = "SELECT 1 FROM channels WHERE code = %s"
+KNOWN_SQL = "SELECT code FROM skus WHERE code = ANY(%s)"
 
 DSN = os.environ.get("OMNISTOCK_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/omnistock_bench")
 DSN = DSN.replace("postgresql+psycopg://", "postgresql://", 1)
@@ -51,14 +45,17 @@ def connection() -> psycopg.Connection[Any]:
     return conn
 
 
-def placeholders(n: int) -> str:
-    return ", ".join(["%s"] * n)
+@cache
+def statement(skus: int, one_location: bool) -> str:
+    """The service's statement in psycopg's %s placeholders."""
+    return _availability_sql(skus, one_location).replace("?", "%s")
 
 
 @app.get("/readyz")
 def readyz() -> dict[str, str]:
-    connection().execute("SELECT 1")
-    connection().rollback()
+    conn = connection()
+    conn.execute("SELECT 1")
+    conn.rollback()
     return {"status": "ready"}
 
 
@@ -67,30 +64,29 @@ def availability() -> Any:
     """Units sellable now per SKU, per location serving the channel and in total."""
     codes = list(dict.fromkeys(c.strip() for c in request.args.get("skus", "").split(",") if c.strip()))
     channel = request.args.get("channel", "web")
+    location = request.args.get("location")
     lat = request.args.get("lat", type=float)
     lon = request.args.get("lon", type=float)
+    params = [*codes, channel] if location is None else [*codes, channel, location]
     conn = connection()
     try:
-        ch = conn.execute(CHANNEL_SQL, (channel,)).fetchone()
-        if ch is None:
-            return {"code": "unknown_channel", "detail": f"no channel {channel!r}"}, 404
-        channel_id, kind = ch
-        online = kind == "online"
-        rows = conn.execute(ROWS_SQL.format(codes=placeholders(len(codes))), (channel_id, *codes)).fetchall()
+        rows = conn.execute(statement(len(codes), location is not None), params).fetchall()
         per_sku: dict[str, list[dict[str, Any]]] = {code: [] for code in codes}
-        for sku, loc, llat, llon, default_safety, on_hand, reserved, incoming, override in rows:
+        for sku, loc, llat, llon, default_safety, on_hand, reserved, incoming, override, kind in rows:
             on_hand, reserved, incoming = on_hand or 0, reserved or 0, incoming or 0
             safety = default_safety if override is None else override
             dist = None
             if lat is not None and lon is not None and llat is not None and llon is not None:
                 dist = round(haversine_km(lat, lon, llat, llon), 2)
             per_sku[sku].append({
-                "location": loc, "available": free_units(on_hand, reserved, safety, online=online),
+                "location": loc, "available": free_units(on_hand, reserved, safety, online=kind == "online"),
                 "on_hand": on_hand, "reserved": reserved, "incoming": incoming, "distance_km": dist,
             })  # fmt: skip
         missing = [c for c in codes if not per_sku[c]]
-        if missing:
-            known = {r[0] for r in conn.execute(KNOWN_SQL.format(codes=placeholders(len(missing))), missing)}
+        if missing:  # nothing for them: an unknown channel or SKU, or no active location at all
+            if conn.execute(CHANNEL_SQL, (channel,)).fetchone() is None:
+                return {"code": "unknown_channel", "detail": f"no channel {channel!r}"}, 404
+            known = {r[0] for r in conn.execute(KNOWN_SQL, (missing,))}
             unknown = [c for c in missing if c not in known]
             if unknown:
                 return {"code": "unknown_sku", "detail": f"unknown SKU(s): {', '.join(unknown[:20])}"}, 404

@@ -93,6 +93,18 @@ def machine_rows(m: dict[str, Any]) -> list[list[str]]:
     ]
 
 
+def busy_warning(m: dict[str, Any]) -> list[str]:
+    """A line for the table when other work was using the CPUs as the run started."""
+    try:
+        load1 = float(str(m.get("loadavg_start", "")).split()[0])
+    except (IndexError, ValueError):
+        return []
+    if load1 <= max(1, m.get("nproc", 1)):
+        return []
+    return [f"WARNING: load average {load1:.2f} on {m.get('nproc')} CPUs at the start: other work shares "
+            "the machine, so these figures do not compare with runs on an idle one", ""]  # fmt: skip
+
+
 def fmt_ms(v: float) -> str:
     """Milliseconds with two decimals below 10, one above."""
     return f"{v:.1f}" if v >= 10 else f"{v:.2f}"
