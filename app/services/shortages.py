@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
+from app.db import rules
 from app.domain import events as ev
 from app.domain import fulfilment as lifecycle
 from app.domain import fulfilment_lines as units
@@ -74,7 +75,7 @@ def handle_shortages(
     elsewhere if stock allows, else flag them at risk; every affected fulfilment gets an event."""
     short = session.execute(
         select(StockLevel.sku_id, StockLevel.location_id, StockLevel.on_hand, StockLevel.reserved)
-        .where(tuple_(StockLevel.sku_id, StockLevel.location_id).in_(list(keys)), StockLevel.reserved > StockLevel.on_hand)
+        .where(tuple_(StockLevel.sku_id, StockLevel.location_id).in_(list(keys)), rules.is_short(StockLevel.on_hand, StockLevel.reserved))
         .order_by(StockLevel.sku_id, StockLevel.location_id)
     ).all()  # fmt: skip
     found: list[tuple[Fulfilment, int, int, int, str | None]] = []
@@ -161,7 +162,7 @@ def _covered(session: Session, f: Fulfilment) -> bool:
         select(FulfilmentLine.id)
         .join(StockLevel, (StockLevel.sku_id == FulfilmentLine.sku_id) & (StockLevel.location_id == f.location_id))
         .where(FulfilmentLine.fulfilment_id == f.id, FulfilmentLine.reserved > 0,
-               StockLevel.reserved > StockLevel.on_hand)
+               rules.is_short(StockLevel.on_hand, StockLevel.reserved))
     )  # fmt: skip
     feeding_at_risk = select(Fulfilment.id).where(
         Fulfilment.feeds_fulfilment_id == f.id, Fulfilment.at_risk, Fulfilment.status.in_(_OPEN)

@@ -10,7 +10,7 @@ from functools import lru_cache
 from sqlalchemy import literal, select, tuple_
 from sqlalchemy.orm import Session
 
-from app.db import Raw
+from app.db import Raw, rules
 from app.domain import ledger
 from app.domain.access import Scope
 from app.domain.errors import UnknownChannel, UnknownSku
@@ -191,7 +191,7 @@ def list_levels(
     if scope is not None:
         stmt = stmt.where(StockLevel.location_id.in_(scope.location_ids))
     if short_only:
-        stmt = stmt.where(StockLevel.reserved > StockLevel.on_hand)  # ledger.shortage(level) > 0
+        stmt = stmt.where(rules.is_short(StockLevel.on_hand, StockLevel.reserved))
     if after is not None:
         stmt = stmt.where(
             tuple_(StockLevel.sku_id, StockLevel.location_id) > tuple_(literal(after[0]), literal(after[1]))

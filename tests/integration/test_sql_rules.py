@@ -178,10 +178,6 @@ def test_the_reservation_statements_hold_the_rule_this_file_tests() -> None:
         assert f"AND {rules.reservable_sql('s', 'v')}" in statement, name
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="stock.list_levels filters short_only with reserved > on_hand; rules.is_short is the domain's rule",
-)
 def test_short_only_lists_only_levels_with_a_shortage(
     ops: Api, network: Callable[..., None], receive: Callable[..., Any]
 ) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from app.db import Raw
+from app.db import Raw, rules
 from app.models import LocationDayUsage
 from app.services.orders.candidates import Context
 from app.services.orders.commands import LostRace
@@ -32,9 +32,9 @@ UPDATE stock_levels s SET reserved = s.reserved + v.qty, updated_at = ?
 FROM v, locked
 WHERE s.sku_id = v.sku_id AND s.location_id = v.location_id
   AND locked.sku_id = s.sku_id AND locked.location_id = s.location_id
-  AND s.on_hand - s.reserved - v.online * COALESCE(s.safety_stock, v.ds) >= v.qty
+  AND {reservable}
 RETURNING s.sku_id, s.location_id, s.on_hand, s.reserved, s.safety_stock
-"""
+""".replace("{reservable}", rules.reservable_sql("s", "v"))
 
 
 # SQLite serialises writers (BEGIN IMMEDIATE), so there is no lock order to keep.
@@ -43,9 +43,9 @@ WITH v (sku_id, location_id, qty, online, ds) AS (VALUES {values})
 UPDATE stock_levels AS s SET reserved = s.reserved + v.qty, updated_at = ?
 FROM v
 WHERE s.sku_id = v.sku_id AND s.location_id = v.location_id
-  AND s.on_hand - s.reserved - v.online * COALESCE(s.safety_stock, v.ds) >= v.qty
+  AND {reservable}
 RETURNING sku_id, location_id, on_hand, reserved, safety_stock
-"""
+""".replace("{reservable}", rules.reservable_sql("s", "v"))
 
 
 @lru_cache(maxsize=128)
