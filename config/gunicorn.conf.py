@@ -7,7 +7,11 @@ bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 # means a transaction holding a hot row lock is never left waiting for the GIL (bench/README.md
 # has the measurements: sync x3 beat gthread 2x16 on throughput and tail latency).
 workers = int(os.environ.get("GUNICORN_WORKERS", str(2 * (os.cpu_count() or 1) + 1)))
+# The app's subclasses of gunicorn's workers: a request gunicorn itself refuses (request line over
+# 4 KiB, a control character in a header) answers problem+json like the app, not an HTML page.
+_PROBLEM_WORKERS = {"sync": "app.server.SyncWorker", "gthread": "app.server.ThreadWorker"}
 worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "sync")
+worker_class = _PROBLEM_WORKERS.get(worker_class, worker_class)
 threads = int(os.environ.get("GUNICORN_THREADS", "1"))
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 20
