@@ -47,20 +47,12 @@ class IsoJSONProvider(DefaultJSONProvider):
         return Response(self._encode(obj, pretty) + b"\n", mimetype=self.mimetype)
 
 
-class OmnistockAPI(OpenAPI):
-    """flask-openapi3, plus the request headers views document themselves."""
-
-    def generate_spec_json(self) -> None:
-        from app.routes.common import add_documented_headers
-
-        super().generate_spec_json()  # type: ignore[no-untyped-call]
-        add_documented_headers(self, self.spec_json)
-
-
 def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     """Build the web app: config, one engine and session factory, routes, errors, CLI."""
-    from app import cli, errors, observability
-    from app.routes import api_catalog, api_orders, api_stock, api_webhooks, common, health
+    from app import cli, observability, web
+    from app.routes import api_catalog, api_orders, api_stock, api_webhooks, health
+    from app.web.errors import validation_problem
+    from app.web.openapi import SECURITY_SCHEMES, OmnistockAPI
 
     config = load_config(overrides)
     ensure_secret_key(config)
@@ -68,11 +60,11 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     app = OmnistockAPI(
         __name__,
         info=Info(title="omnistock API", version=__version__),
-        security_schemes=common.SECURITY_SCHEMES,
+        security_schemes=SECURITY_SCHEMES,
         doc_prefix="/api",
         doc_url="/openapi.json",
         validation_error_status=422,
-        validation_error_callback=errors.validation_problem,
+        validation_error_callback=validation_problem,
         instance_path=str(config["INSTANCE_PATH"]),
     )
     app.config.update(config)
@@ -82,8 +74,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     app.extensions["session_factory"] = make_session_factory(engine)
 
     observability.init_app(app)
-    common.init_app(app)
-    errors.register_error_handlers(app)
+    web.init_app(app)
     app.register_blueprint(health.bp)
     app.register_api(api_catalog.bp)
     app.register_api(api_stock.bp)

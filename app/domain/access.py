@@ -52,3 +52,9 @@ class Principal:
     def scope(self) -> Scope | None:
         """Locations this caller is limited to; None means all (ops, storefront)."""
         return Scope(self.location_ids, self.location_codes) if self.role == "staff" else None
+
+    def require_location(self, location_id: int | None, code: str | None = None) -> None:
+        """Refuse (403) acting at a location outside this caller's scope; ops and storefront have none."""
+        scope = self.scope()
+        if scope is not None:
+            scope.require(location_id, code)

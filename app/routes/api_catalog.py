@@ -7,16 +7,6 @@ from typing import Any
 from flask_openapi3 import APIBlueprint, Tag
 
 from app.db import read_only, unit_of_work
-from app.routes.common import (
-    API_PREFIX,
-    SECURITY,
-    ApiResult,
-    cursor_text,
-    encode_cursor,
-    page_limit,
-    roles,
-    session_factory,
-)
 from app.schemas import (
     ChannelIn,
     ChannelList,
@@ -37,7 +27,11 @@ from app.schemas import (
     SkuUpsertResult,
 )
 from app.services import catalog
-from app.web.respond import respond, respond_page
+from app.web import session_factory
+from app.web.auth import roles
+from app.web.openapi import API_PREFIX, SECURITY
+from app.web.pagination import cursor_text, encode_cursor, page_limit
+from app.web.respond import ApiResult, respond, respond_page
 
 bp = APIBlueprint(
     "api_catalog", __name__, url_prefix=API_PREFIX, abp_tags=[Tag(name="catalog")], abp_security=SECURITY

@@ -7,16 +7,6 @@ from typing import Any
 from flask_openapi3 import APIBlueprint, Tag
 
 from app.db import read_only, transaction
-from app.routes.common import (
-    API_PREFIX,
-    SECURITY,
-    ApiResult,
-    cursor_ids,
-    encode_cursor,
-    page_limit,
-    roles,
-    session_factory,
-)
 from app.schemas import (
     DeliveryList,
     EventPage,
@@ -29,7 +19,11 @@ from app.schemas import (
     WebhookUpdate,
 )
 from app.services import webhooks
-from app.web.respond import respond, respond_page
+from app.web import session_factory
+from app.web.auth import roles
+from app.web.openapi import API_PREFIX, SECURITY
+from app.web.pagination import cursor_ids, encode_cursor, page_limit
+from app.web.respond import ApiResult, respond, respond_page
 
 bp = APIBlueprint(
     "api_webhooks", __name__, url_prefix=API_PREFIX, abp_tags=[Tag(name="events")], abp_security=SECURITY

@@ -6,33 +6,18 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
 from app.db import utcnow
+from app.domain.access import Principal
 from app.domain.errors import InvalidInput, NotFound
 from app.models import ApiKey
 from app.services import catalog
 
 ROLES = ("storefront", "staff", "ops")
 KEY_PREFIX = "osk"
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling: a key's id, role and (for staff) the locations it may act on."""
-
-    key_id: int
-    name: str
-    role: str
-    location_ids: frozenset[int]
-    location_codes: tuple[str, ...]
-
-    def scope(self) -> frozenset[int] | None:
-        """Locations this caller is limited to; None means all (ops, storefront)."""
-        return self.location_ids if self.role == "staff" else None
 
 
 def _digest(secret: str) -> str:

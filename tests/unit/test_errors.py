@@ -1,8 +1,8 @@
 from flask import Flask
 from pydantic import ValidationError
 
-from app.errors import validation_problem
 from app.schemas import MovementBatch
+from app.web.errors import validation_problem
 
 
 def _errors(payload: dict) -> list[dict]:

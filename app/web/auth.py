@@ -1,0 +1,158 @@
+"""Who is calling: every /api/v1 request is authenticated and authorised before its body is read.
+
+A request yields one Principal (app.domain.access) from whichever resolver recognises its
+credentials: an API key today; a signed-in staff session (the session cookie) for pages later.
+Routes and services never care which; they check locations through Principal.require_location
+or pass Principal.scope() on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+from flask import Flask, current_app, g, request
+
+from app.db import read_only
+from app.domain.access import Principal
+from app.domain.errors import Forbidden
+from app.services import keys
+from app.web import session_factory
+from app.web.body import require_json_body
+from app.web.errors import Unauthorized
+from app.web.openapi import API_PREFIX
+
+F = TypeVar("F", bound=Callable[..., Any])
+# A resolver gives the request's Principal, None when the request carries no credentials of its
+# kind, or raises Unauthorized for credentials that name nobody.
+Resolver = Callable[[], Principal | None]
+_RESOLVERS = "omnistock.principal_resolvers"
+
+
+def roles(*allowed: str) -> Callable[[F], F]:
+    """Declare which roles may call a route; a route without a declaration is refused to all."""
+
+    def mark(view: F) -> F:
+        view.roles = frozenset(allowed)  # type: ignore[attr-defined]
+        doc = (view.__doc__ or "").strip()
+        view.__doc__ = f"{doc}\n\nRoles: {', '.join(sorted(allowed))}."
+        return view
+
+    return mark
+
+
+def principal() -> Principal:
+    """The authenticated caller of this request (set by the guard)."""
+    return g.principal  # type: ignore[no-any-return]
+
+
+class _KeyCache:
+    """Authenticated keys per process for a few seconds, so a request costs no key lookup."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[str, tuple[float, Principal | None]] = {}
+
+    def get(self, digest: str) -> tuple[bool, Principal | None]:
+        with self._lock:
+            hit = self._items.get(digest)
+        if hit is None or hit[0] < time.monotonic():
+            return False, None
+        return True, hit[1]
+
+    def put(self, digest: str, value: Principal | None, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        with self._lock:
+            if len(self._items) > 10_000:
+                self._items.clear()
+            self._items[digest] = (time.monotonic() + ttl, value)
+
+
+def presented_key() -> str | None:
+    """The API key sent as Authorization: Bearer, or else in X-API-Key."""
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.headers.get("X-API-Key")
+
+
+class ApiKeyResolver:
+    """The Principal of the request's API key; known and unknown keys are cached for ttl seconds."""
+
+    def __init__(self, ttl: float) -> None:
+        self._cache = _KeyCache()
+        self._ttl = ttl
+
+    def __call__(self) -> Principal | None:
+        plain = presented_key()
+        if not plain:
+            return None
+        digest = hashlib.sha256(plain.encode()).hexdigest()
+        hit, who = self._cache.get(digest)
+        if not hit:
+            with read_only(session_factory()) as session:
+                who = keys.authenticate(session, plain)
+            self._cache.put(digest, who, self._ttl)
+        if who is None:
+            raise Unauthorized("unknown or revoked API key")
+        return who
+
+
+def session_principal() -> Principal | None:
+    """The Principal of a signed-in staff session: the seam for staff sign-in.
+
+    Sign-in does not exist yet, so no request has one. When it does, this reads the signed
+    session cookie (flask.session) and builds the same Principal an API key gives, and page
+    blueprints authorise with authorise(page_resolvers()).
+    """
+    return None
+
+
+def api_resolvers() -> Sequence[Resolver]:
+    """Who may call /api/v1: API keys only (a session cookie carries no CSRF token there)."""
+    return current_app.extensions[_RESOLVERS]["api"]  # type: ignore[no-any-return]
+
+
+def page_resolvers() -> Sequence[Resolver]:
+    """Who may open pages: a signed-in session."""
+    return current_app.extensions[_RESOLVERS]["pages"]  # type: ignore[no-any-return]
+
+
+def resolve_principal(resolvers: Sequence[Resolver]) -> Principal:
+    """The first Principal a resolver recognises; no credentials at all is a 401."""
+    for resolve in resolvers:
+        who = resolve()
+        if who is not None:
+            return who
+    raise Unauthorized("send an API key: Authorization: Bearer <key>")
+
+
+def authorise(resolvers: Sequence[Resolver]) -> Principal:
+    """Authenticate the request and check its view's role declaration; the caller is g.principal."""
+    view = current_app.view_functions.get(request.endpoint or "")
+    allowed = getattr(view, "roles", None)
+    who = resolve_principal(resolvers)
+    if not allowed or who.role not in allowed:
+        raise Forbidden(f"role {who.role} may not call this", role=who.role)
+    g.principal = who
+    return who
+
+
+def init_app(app: Flask) -> None:
+    """Authenticate and authorise every /api/v1 request before its body is even parsed."""
+    app.extensions[_RESOLVERS] = {
+        "api": (ApiKeyResolver(float(app.config["API_KEY_CACHE_SECONDS"])),),
+        "pages": (session_principal,),
+    }
+
+    @app.before_request
+    def _guard() -> None:
+        if not request.path.startswith(API_PREFIX) or request.endpoint is None:
+            return
+        authorise(api_resolvers())
+        if request.method in {"POST", "PUT", "PATCH"} and request.content_length:
+            require_json_body()
