@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from werkzeug import Request, Response
 
 from app.db import read_only, transaction, unit_of_work, utcnow
+from app.domain.events import Event
 from app.models import JobRun, OutboxEvent, WebhookAttempt, WebhookDelivery, WebhookSubscription
 from app.services import events, webhooks
 from app.sync.scheduler import job_by_id, run_job
@@ -183,9 +184,9 @@ def test_an_event_committed_after_a_later_one_was_fanned_out_is_still_delivered(
         sub = webhooks.create(s, url="http://127.0.0.1:9/hook", secret=SECRET, event_types=["*"])
     slow = factory()  # T1: takes the smaller id, then stays open
     try:
-        events.emit(slow, [{"type": "order.created", "payload": {"n": 1}}])
+        events.emit(slow, [Event("order.created", {"n": 1})])
         with unit_of_work(factory) as s:  # T2: a larger id, committed first
-            events.emit(s, [{"type": "order.created", "payload": {"n": 2}}])
+            events.emit(s, [Event("order.created", {"n": 2})])
         transaction(factory, lambda s: webhooks.fan_out(s, utcnow()))
         slow.commit()
     finally:
@@ -203,7 +204,7 @@ def test_an_event_committed_after_a_later_one_was_fanned_out_is_still_delivered(
 
 def _emit(app: Flask, n: int, type_: str = "order.created") -> None:
     with unit_of_work(app.extensions["session_factory"]) as s:
-        events.emit(s, [{"type": type_, "payload": {"n": i}} for i in range(n)])
+        events.emit(s, [Event(type_, {"n": i}) for i in range(n)])
 
 
 def _subscribe(app: Flask, url: str = "http://127.0.0.1:9/hook") -> int:
@@ -367,9 +368,9 @@ def test_polling_events_never_skips_one_that_commits_late(app: Flask, ops: Api) 
     assert [e["payload"]["n"] for e in first["items"]] == [0]
     slow = factory()  # T1: takes the smaller id, then stays open
     try:
-        events.emit(slow, [{"type": "order.created", "payload": {"n": 1}}])
+        events.emit(slow, [Event("order.created", {"n": 1})])
         with unit_of_work(factory) as s:  # T2: a larger id, committed first
-            events.emit(s, [{"type": "order.created", "payload": {"n": 2}}])
+            events.emit(s, [Event("order.created", {"n": 2})])
         # An id-ordered reader would now see n=2 and move past n=1 for good; this one waits.
         meanwhile = ops.get("/api/v1/events", query_string={"cursor": first["next_cursor"]}).json
         assert meanwhile["items"] == []
