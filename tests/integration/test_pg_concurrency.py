@@ -15,7 +15,7 @@ from flask import Flask
 from sqlalchemy import text
 
 from app.db import read_only, unit_of_work
-from app.services import catalog, keys, stock
+from app.services import catalog, keys, stock, stock_reads
 from app.services import ledger as ledger_service
 
 PROCESSES = 6
@@ -69,9 +69,9 @@ def _ops_key(app: Flask) -> str:
 
 def _on_hand(app: Flask) -> dict[tuple[str, str], int]:
     with read_only(app.extensions["session_factory"]) as s:
-        items, _ = stock.list_levels(s, sku=None, location=None, short_only=False,
-                                     allowed_locations=None, after=None, limit=1000)  # fmt: skip
-    return {(i["sku"], i["location"]): i["on_hand"] for i in items}
+        items, _ = stock_reads.list_levels(s, sku=None, location=None, short_only=False,
+                                           scope=None, after=None, limit=1000)  # fmt: skip
+    return {(i.sku, i.location): i.on_hand for i in items}
 
 
 def test_concurrent_batches_on_the_same_rows_never_lose_an_update(pg_app: Flask, pg_database: str) -> None:
@@ -168,9 +168,9 @@ def test_eight_processes_racing_for_one_hot_sku_sell_exactly_the_stock(
     assert len(placed) + len(refused) == len(results)
     assert {code for _, _, code in refused} == {"insufficient_stock"}
     with read_only(pg_app.extensions["session_factory"]) as s:
-        items = stock.availability(s, sku_codes=["A"], channel="web")
-        assert items[0]["total_available"] == 0
-        reserved = sum(r["reserved"] for r in items[0]["locations"])
+        items = stock_reads.availability(s, sku_codes=["A"], channel="web").items
+        assert items[0].total_available == 0
+        reserved = sum(r.reserved for r in items[0].locations)
         assert reserved == HOT_STOCK
         # Every unit sold is one reservation movement of one placed order: none twice, none lost.
         moved = s.execute(
@@ -195,8 +195,8 @@ def test_one_idempotency_key_from_eight_processes_at_once_makes_one_order(
     assert sorted(status for status, _, _ in results) == [200] * (ORDER_PROCESSES - 1) + [201]
     assert len({oid for _, oid, _ in results}) == 1
     with read_only(pg_app.extensions["session_factory"]) as s:
-        items = stock.availability(s, sku_codes=["A"], channel="web")
-        assert items[0]["total_available"] == HOT_STOCK - 1
+        items = stock_reads.availability(s, sku_codes=["A"], channel="web").items
+        assert items[0].total_available == HOT_STOCK - 1
         assert ledger_service.verify(s) == []
 
 
@@ -271,6 +271,6 @@ def test_a_till_sale_leaving_an_order_short_waits_for_that_order_instead_of_dead
     sale.join(timeout=30)
     assert "sale_error" not in outcome, outcome
     shortages = outcome["sale"].shortages
-    assert [(s["order_id"], s["qty"]) for s in shortages] == [(placed["id"], 3)]
+    assert [(s.order_id, s.qty) for s in shortages] == [(placed["id"], 3)]
     with read_only(pg_app.extensions["session_factory"]) as s:
         assert ledger_service.verify(s) == []
