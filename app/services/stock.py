@@ -38,11 +38,20 @@ FIRST_LEG_KIND = {
 }
 
 
+@dataclass(slots=True)
+class MovementResult:
+    """What became of one movement of a batch: applied (with its ledger rows) or a replay."""
+
+    index: int
+    status: str  # applied | duplicate
+    movement_ids: list[int]
+
+
 @dataclass
 class BatchResult:
     applied: int
     duplicates: int
-    results: list[dict[str, Any]]
+    results: list[MovementResult]
     shortages: list[shortages_.Shortage]
 
 
@@ -167,7 +176,7 @@ def post_movements(
     existing = _existing(session, movements)
     earmarked = earmarked_incoming(session, {key(m) for m in movements if m["kind"] == "transfer_in"})
 
-    results: list[dict[str, Any]] = []
+    results: list[MovementResult] = []
     legs: list[Leg] = []
     owners: list[int] = []  # index of the movement each leg belongs to
     errors: list[dict[str, str]] = []
@@ -185,7 +194,7 @@ def post_movements(
                         f"{mid} with different content",
                     }
                 )
-            results.append({"index": i, "status": "duplicate", "movement_ids": [mid]})
+            results.append(MovementResult(i, "duplicate", [mid]))
             continue
         common = {
             "source": m["source"],
@@ -278,7 +287,7 @@ def post_movements(
             lv.incoming += leg.deltas.incoming
             legs.append(leg)
             owners.append(i)
-        results.append({"index": i, "status": "applied", "movement_ids": []})
+        results.append(MovementResult(i, "applied", []))
     if conflicts:
         raise IdempotencyConflict("a replayed external_ref carries different content", errors=conflicts)
     if errors:
@@ -298,15 +307,15 @@ def post_movements(
     shortages = shortages_.handle_shortages(session, dropped, policy or orders.Policy(), now) if dropped else []
     # Stock that came back may make good a promise flagged at risk by an earlier shortage.
     shortages_.clear_recovered(session, [k for k, d in totals.items() if d.on_hand > 0 or d.reserved < 0], now)
-    by_index = {r["index"]: r for r in results}
+    by_index = {r.index: r for r in results}
     for owner, mid in zip(owners, ids, strict=True):
-        by_index[owner]["movement_ids"].append(mid)
+        by_index[owner].movement_ids.append(mid)
 
     kinds: dict[str, int] = {}
     for leg in legs:
         kinds[str(leg.kind)] = kinds.get(str(leg.kind), 0) + 1
     after_commit(session, lambda: count_movements(kinds))
-    applied = sum(1 for r in results if r["status"] == "applied")
+    applied = sum(1 for r in results if r.status == "applied")
     return BatchResult(
         applied=applied, duplicates=len(results) - applied, results=results, shortages=shortages
     )
