@@ -30,6 +30,9 @@ def test_staff_read_only_their_stores_part_of_an_order(
 
     seen = staff_b.get(f"/api/v1/orders/{split['id']}").json
     assert [f["location"] for f in seen["fulfilments"]] == ["ST-B"]
+    routing = seen["routing"]
+    assert {a["location"] for a in routing["allocations"]} == {"ST-B"}
+    assert {n["location"] for n in routing["explanation"]} == {"ST-B"}
     assert staff_b.get(f"/api/v1/orders/{only_a['id']}").status_code == 403
     listed = staff_b.get("/api/v1/orders").json["items"]
     assert [o["id"] for o in listed] == [split["id"]]

@@ -6,6 +6,7 @@ an order is the domain's own RoutingDecision (placed now, or rebuilt from what w
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -86,14 +87,19 @@ def delivery_view(
 
 
 def visible_to(order: OrderView, location_codes: frozenset[str] | None) -> OrderView:
-    """The order as staff of some locations see it: only the fulfilments at their locations."""
+    """The order as staff of some locations see it: only the fulfilments at their locations, and
+    only what routing said about those locations."""
     if location_codes is None:
         return order
     mine = [f for f in order.fulfilments if f.location in location_codes]
-    return OrderView(
-        order.id, order.external_id, order.status, order.channel, order.customer_ref, order.delivery,
-        order.lines, mine, order.routing, order.created_at, order.updated_at,
-    )  # fmt: skip
+    r = order.routing
+    seen = dataclasses.replace(
+        r,
+        allocations=tuple(a for a in r.allocations if a.location in location_codes),
+        explanation=tuple(n for n in r.explanation if n.location in location_codes),
+        alternatives=tuple(a for a in r.alternatives if a.location in location_codes),
+    )
+    return dataclasses.replace(order, fulfilments=mine, routing=seen)
 
 
 # ---------------------------------------------------------------- routing, stored as JSON
