@@ -100,6 +100,9 @@ TABLES_IN_DELETE_ORDER: list[str] = []
 
 def _clean(app: Flask) -> None:
     from app.db import Base, is_sqlite
+    from app.services.orders import refs
+
+    refs.forget()  # ids cached per process would name rows of an earlier test
 
     engine = app.extensions["engine"]
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]

@@ -27,6 +27,13 @@ class _Ids:
 _IDS = _Ids()
 
 
+def forget() -> None:
+    """Drop the cached ids (tests empty the tables between cases; a live database never needs it)."""
+    with _IDS.lock:
+        _IDS.skus.clear()
+        _IDS.channels.clear()
+
+
 CHANNEL_TTL_S = 10.0
 
 
