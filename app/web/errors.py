@@ -1,11 +1,14 @@
-"""The one error map: every failure becomes application/problem+json with a stable code."""
+"""The one error map: every failure gets a stable code, as problem+json for the API and an HTML
+page for pages, always with the request id and never a stack trace.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from flask import Flask, Response, g, json, request
+from flask import Blueprint, Flask, Response, current_app, g, json, render_template, request
+from markupsafe import escape
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
@@ -35,6 +38,7 @@ TITLES = {
     500: "Internal server error",
     503: "Service unavailable",
 }
+_JSON_TYPES = ("application/json", "application/problem+json")
 
 
 class WebError(Exception):
@@ -66,6 +70,36 @@ class BadJson(WebError):
     code = "invalid_json"
 
 
+def _is_page_request() -> bool:
+    # A view of a page blueprint, or a path under one's prefix (a 404 matched no view to ask).
+    for name, bp in current_app.blueprints.items():
+        if not getattr(bp, "serves_html", False):
+            continue
+        if name in request.blueprints:
+            return True
+        prefix = (bp.url_prefix or "").rstrip("/")
+        if prefix and (request.path == prefix or request.path.startswith(prefix + "/")):
+            return True
+    return False
+
+
+def wants_html() -> bool:
+    """An HTML error page for pages (or a caller preferring HTML); problem+json for the rest.
+
+    An Accept header that ranks text/html and JSON differently decides (a browser prefers HTML,
+    an API client JSON); otherwise a page blueprint's requests get HTML and everything else,
+    the API, health, metrics and unknown paths, problem+json.
+    """
+    if not request:
+        return False
+    accept = request.accept_mimetypes
+    html = accept["text/html"]
+    as_json = max(accept[t] for t in _JSON_TYPES)
+    if html != as_json:
+        return html > as_json
+    return _is_page_request()
+
+
 def problem(status: int, code: str, detail: str | None = None, /, **extra: Any) -> Response:
     """Build an RFC 9457 problem response; extra members never replace the standard ones."""
     body: dict[str, Any] = {
@@ -82,6 +116,38 @@ def problem(status: int, code: str, detail: str | None = None, /, **extra: Any) 
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="omnistock"'
     return response
+
+
+def error_page(status: int, code: str, detail: str | None = None, /, **extra: Any) -> Response:
+    """The same problem as an HTML page: what went wrong, the fields at fault and the request id."""
+    context = {
+        "status": status,
+        "title": TITLES.get(status, "Error"),
+        "code": code,
+        "detail": detail,
+        "errors": [e for e in extra.get("errors") or () if isinstance(e, dict)],
+        "request_id": g.get("request_id"),
+    }
+    try:
+        html = render_template("errors/error.html", **context)
+    except Exception:  # a broken template must not hide the error it was to show
+        log.exception("error page template failed")
+        html = (
+            f"<!doctype html><title>{status} {escape(context['title'])}</title>"
+            f"<h1>{status} {escape(context['title'])}</h1><p>{escape(detail or '')}</p>"
+            f"<p>Request id: <code>{escape(context['request_id'] or '')}</code></p>"
+        )
+    response = Response(html, status=status, mimetype="text/html")
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="omnistock"'
+    return response
+
+
+def respond(status: int, code: str, detail: str | None = None, /, **extra: Any) -> Response:
+    """The error in the form this request takes: an HTML page or problem+json."""
+    if wants_html():
+        return error_page(status, code, detail, **extra)
+    return problem(status, code, detail, **extra)
 
 
 def _field(loc: tuple[int | str, ...]) -> str:
@@ -132,20 +198,22 @@ def validation_errors(error: ValidationError) -> list[dict[str, str]]:
 def validation_problem(error: ValidationError) -> Response:
     """Pydantic errors as a 422 naming every field at fault (flask-openapi3's callback too)."""
     errors = validation_errors(error)
-    return problem(422, "validation_error", f"{len(errors)} field(s) invalid", errors=errors)
+    return respond(422, "validation_error", f"{len(errors)} field(s) invalid", errors=errors)
 
 
 def init_app(app: Flask) -> None:
-    """Map web, domain and HTTP errors and the unexpected to problem+json, never a stack trace."""
+    """Map web, domain and HTTP errors and the unexpected through respond(), never a stack trace."""
+    # The error page's template, where an app-level templates/errors/error.html may override it.
+    app.register_blueprint(Blueprint("web_errors", __name__, template_folder="templates"))
 
     @app.errorhandler(WebError)
     def _web(error: WebError) -> Response:
-        return problem(error.status, error.code, error.message, **error.details)
+        return respond(error.status, error.code, error.message, **error.details)
 
     @app.errorhandler(DomainError)
     def _domain(error: DomainError) -> Response:
         status = STATUS_BY_KIND.get(error.kind, 409)
-        return problem(status, error.code, error.message, **error.details)
+        return respond(status, error.code, error.message, **error.details)
 
     @app.errorhandler(ValidationError)
     def _validation(error: ValidationError) -> Response:
@@ -158,9 +226,14 @@ def init_app(app: Flask) -> None:
             return error.response  # type: ignore[return-value]
         status = error.code or 500
         code = (error.name or "error").lower().replace(" ", "_")
-        return problem(status, code, error.description)
+        response = respond(status, code, error.description)
+        # Allow (405), Retry-After and the like belong to the answer; werkzeug's Content-Type does not.
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers.setdefault(name, value)
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         log.exception("unhandled error")
-        return problem(500, "internal_error", "the error was logged with this request id")
+        return respond(500, "internal_error", "the error was logged with this request id")
