@@ -9,6 +9,7 @@ or pass Principal.scope() on.
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 # A resolver gives the request's Principal, None when the request carries no credentials of its
 # kind, or raises Unauthorized for credentials that name nobody.
 Resolver = Callable[[], Principal | None]
+# Keys are "osk_<hex>_<urlsafe base64>"; anything outside that alphabet (a control character, a
+# space, NUL) names nobody and is refused before it reaches the cache or the database.
+_KEY_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,200}")
 _RESOLVERS = "omnistock.principal_resolvers"
 
 
@@ -91,6 +95,8 @@ class ApiKeyResolver:
         plain = presented_key()
         if not plain:
             return None
+        if not _KEY_SHAPE.fullmatch(plain):
+            raise Unauthorized("malformed API key")
         digest = hashlib.sha256(plain.encode()).hexdigest()
         hit, who = self._cache.get(digest)
         if not hit:

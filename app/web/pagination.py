@@ -63,10 +63,20 @@ def cursor_text(cursor: str | None) -> str | None:
     value = decode_cursor(cursor)
     if value is None:
         return None
-    if not (isinstance(value, str) and len(value) <= 200):
+    if not (isinstance(value, str) and len(value) <= 200 and _storable(value)):
         raise _bad_cursor()
     return value
 
+
+def _storable(text: str) -> bool:
+    # A forged cursor could carry what no column holds (NUL, a lone surrogate): a 422, not a 500.
+    if "\x00" in text:
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def page_limit(limit: int | None) -> int:

@@ -27,6 +27,8 @@ def test_cursors_round_trip() -> None:
         (lambda c: cursor_ids(c, 2), [1, 2.0]),
         (cursor_text, 5),
         (cursor_text, "x" * 201),
+        (cursor_text, "A\x00B"),
+        (cursor_text, "\ud800"),
     ],
 )
 def test_a_cursor_the_api_did_not_give_is_a_422(read: object, value: object) -> None:
