@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask_openapi3 import APIBlueprint, Tag
 
 from app.db import read_only, unit_of_work
@@ -17,7 +15,6 @@ from app.schemas import (
     LocationOut,
     LocationPath,
     LocationUpdate,
-    Problem,
     SkuBulk,
     SkuList,
     SkuListQuery,
@@ -31,15 +28,14 @@ from app.web import session_factory
 from app.web.auth import roles
 from app.web.openapi import API_PREFIX, SECURITY
 from app.web.pagination import cursor_text, encode_cursor, page_limit
-from app.web.respond import ApiResult, respond, respond_page
+from app.web.respond import READ_PROBLEMS, WRITE_PROBLEMS, ApiResult, respond, respond_page
 
 bp = APIBlueprint(
     "api_catalog", __name__, url_prefix=API_PREFIX, abp_tags=[Tag(name="catalog")], abp_security=SECURITY
 )
-ERRORS: dict[int | str, Any] = {401: Problem, 403: Problem, 404: Problem, 409: Problem, 422: Problem}
 
 
-@bp.post("/locations", responses={201: LocationOut, **ERRORS})
+@bp.post("/locations", responses={201: LocationOut, **WRITE_PROBLEMS})
 @roles("ops")
 def create_location(body: LocationCreate) -> ApiResult:
     """Create a store or warehouse."""
@@ -48,7 +44,7 @@ def create_location(body: LocationCreate) -> ApiResult:
     return respond(LocationOut, location, 201)
 
 
-@bp.put("/locations", responses={200: LocationList, **ERRORS})
+@bp.put("/locations", responses={200: LocationList, **WRITE_PROBLEMS})
 @roles("ops")
 def upsert_locations(body: LocationBulk) -> ApiResult:
     """Create or update many locations by code, all or nothing."""
@@ -58,7 +54,7 @@ def upsert_locations(body: LocationBulk) -> ApiResult:
     return respond(LocationList, {"items": locations})
 
 
-@bp.get("/locations", responses={200: LocationList, **ERRORS})
+@bp.get("/locations", responses={200: LocationList, **READ_PROBLEMS})
 @roles("ops", "storefront", "staff")
 def list_locations() -> ApiResult:
     """Every location with its routing and pickup settings."""
@@ -66,7 +62,7 @@ def list_locations() -> ApiResult:
         return respond(LocationList, {"items": catalog.list_locations(session)})
 
 
-@bp.get("/locations/<code>", responses={200: LocationOut, **ERRORS})
+@bp.get("/locations/<code>", responses={200: LocationOut, **READ_PROBLEMS})
 @roles("ops", "storefront", "staff")
 def get_location(path: LocationPath) -> ApiResult:
     """One location."""
@@ -74,7 +70,7 @@ def get_location(path: LocationPath) -> ApiResult:
         return respond(LocationOut, catalog.show_location(session, path.code))
 
 
-@bp.patch("/locations/<code>", responses={200: LocationOut, **ERRORS})
+@bp.patch("/locations/<code>", responses={200: LocationOut, **WRITE_PROBLEMS})
 @roles("ops")
 def update_location(path: LocationPath, body: LocationUpdate) -> ApiResult:
     """Change some settings of a location."""
@@ -83,7 +79,7 @@ def update_location(path: LocationPath, body: LocationUpdate) -> ApiResult:
     return respond(LocationOut, location)
 
 
-@bp.post("/skus", responses={201: SkuUpsertResult, **ERRORS})
+@bp.post("/skus", responses={201: SkuUpsertResult, **WRITE_PROBLEMS})
 @roles("ops")
 def upsert_skus(body: SkuBulk) -> ApiResult:
     """Create or update SKUs by code, all or nothing."""
@@ -92,7 +88,7 @@ def upsert_skus(body: SkuBulk) -> ApiResult:
     return respond(SkuUpsertResult, saved, 201 if saved.created else 200)
 
 
-@bp.get("/skus", responses={200: SkuList, **ERRORS})
+@bp.get("/skus", responses={200: SkuList, **READ_PROBLEMS})
 @roles("ops", "storefront", "staff")
 def list_skus(query: SkuListQuery) -> ApiResult:
     """SKUs in code order, keyset-paged."""
@@ -102,7 +98,7 @@ def list_skus(query: SkuListQuery) -> ApiResult:
     return respond_page(SkuList, skus, encode_cursor(nxt) if nxt is not None else None)
 
 
-@bp.get("/skus/<code>", responses={200: SkuOut, **ERRORS})
+@bp.get("/skus/<code>", responses={200: SkuOut, **READ_PROBLEMS})
 @roles("ops", "storefront", "staff")
 def get_sku(path: SkuPath) -> ApiResult:
     """One SKU."""
@@ -110,7 +106,7 @@ def get_sku(path: SkuPath) -> ApiResult:
         return respond(SkuOut, catalog.show_sku(session, path.code))
 
 
-@bp.patch("/skus/<code>", responses={200: SkuOut, **ERRORS})
+@bp.patch("/skus/<code>", responses={200: SkuOut, **WRITE_PROBLEMS})
 @roles("ops")
 def update_sku(path: SkuPath, body: SkuUpdate) -> ApiResult:
     """Change a SKU's name, barcode or active flag."""
@@ -119,7 +115,7 @@ def update_sku(path: SkuPath, body: SkuUpdate) -> ApiResult:
     return respond(SkuOut, sku)
 
 
-@bp.put("/channels", responses={200: ChannelOut, **ERRORS})
+@bp.put("/channels", responses={200: ChannelOut, **WRITE_PROBLEMS})
 @roles("ops")
 def upsert_channel(body: ChannelIn) -> ApiResult:
     """Create or update a channel and the locations serving it."""
@@ -128,7 +124,7 @@ def upsert_channel(body: ChannelIn) -> ApiResult:
     return respond(ChannelOut, channel)
 
 
-@bp.get("/channels", responses={200: ChannelList, **ERRORS})
+@bp.get("/channels", responses={200: ChannelList, **READ_PROBLEMS})
 @roles("ops", "storefront", "staff")
 def list_channels() -> ApiResult:
     """Every channel and the locations serving it."""

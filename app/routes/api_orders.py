@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import current_app, request
 from flask_openapi3 import APIBlueprint, Tag
 
@@ -21,7 +19,6 @@ from app.schemas import (
     OrderPage,
     OrderPath,
     OrderQuery,
-    Problem,
     ReturnIn,
     RoutingOut,
 )
@@ -30,12 +27,11 @@ from app.web import session_factory
 from app.web.auth import principal, roles
 from app.web.openapi import API_PREFIX, SECURITY, documented_headers
 from app.web.pagination import cursor_id, encode_cursor, page_limit
-from app.web.respond import ApiResult, respond, respond_page
+from app.web.respond import READ_PROBLEMS, WRITE_PROBLEMS, ApiResult, respond, respond_page
 
 bp = APIBlueprint(
     "api_orders", __name__, url_prefix=API_PREFIX, abp_tags=[Tag(name="orders")], abp_security=SECURITY
 )
-ERRORS: dict[int | str, Any] = {401: Problem, 403: Problem, 404: Problem, 409: Problem, 422: Problem}
 
 
 def _command(body: OrderIn) -> orders.PlaceOrder:
@@ -75,7 +71,7 @@ def _policy() -> orders.Policy:
     return orders.policy_from_config(current_app.config)
 
 
-@bp.post("/orders", responses={201: OrderOut, 200: OrderOut, **ERRORS})
+@bp.post("/orders", responses={201: OrderOut, 200: OrderOut, **WRITE_PROBLEMS})
 @roles("storefront", "ops")
 @documented_headers(**{"Idempotency-Key": "Retries with the same key return the same order (1-200 printable chars)"})
 def place_order(body: OrderIn) -> ApiResult:
@@ -90,7 +86,7 @@ def place_order(body: OrderIn) -> ApiResult:
     return respond(OrderOut, placed.order, 200 if placed.replayed else 201)
 
 
-@bp.post("/routing/quote", responses={200: RoutingOut, **ERRORS})
+@bp.post("/routing/quote", responses={200: RoutingOut, **WRITE_PROBLEMS})
 @roles("storefront", "ops")
 def quote(body: OrderIn) -> ApiResult:
     """The routing decision placing this order would take now; reserves nothing."""
@@ -98,7 +94,7 @@ def quote(body: OrderIn) -> ApiResult:
         return respond(RoutingOut, orders.quote(session, _command(body), _policy()))
 
 
-@bp.get("/orders/<int:id>", responses={200: OrderOut, **ERRORS})
+@bp.get("/orders/<int:id>", responses={200: OrderOut, **READ_PROBLEMS})
 @roles("storefront", "ops", "staff")
 def get_order(path: OrderPath) -> ApiResult:
     """One order with its fulfilments and routing explanation; staff see their locations' part."""
@@ -106,7 +102,7 @@ def get_order(path: OrderPath) -> ApiResult:
         return respond(OrderOut, orders.get_order(session, path.id, scope=principal().scope()))
 
 
-@bp.get("/orders", responses={200: OrderPage, **ERRORS})
+@bp.get("/orders", responses={200: OrderPage, **READ_PROBLEMS})
 @roles("storefront", "ops", "staff")
 def list_orders(query: OrderQuery) -> ApiResult:
     """Orders newest first, filtered by status, location, channel, customer and dates; keyset-paged.
@@ -116,7 +112,7 @@ def list_orders(query: OrderQuery) -> ApiResult:
     return _order_page(query, query.customer_ref)
 
 
-@bp.get("/customers/<customer_ref>/orders", responses={200: OrderPage, **ERRORS})
+@bp.get("/customers/<customer_ref>/orders", responses={200: OrderPage, **READ_PROBLEMS})
 @roles("storefront", "ops")
 def customer_orders(path: CustomerPath, query: CustomerOrderQuery) -> ApiResult:
     """One customer's orders from every channel, newest first, with the same filters as /orders."""
@@ -136,7 +132,7 @@ def _order_page(query: CustomerOrderQuery, customer_ref: str | None) -> ApiResul
     return respond_page(OrderPage, items, encode_cursor(nxt) if nxt else None)
 
 
-@bp.post("/orders/<int:id>/cancel", responses={200: OrderOut, **ERRORS})
+@bp.post("/orders/<int:id>/cancel", responses={200: OrderOut, **WRITE_PROBLEMS})
 @roles("storefront", "ops")
 def cancel_order(path: OrderPath, body: CancelIn) -> ApiResult:
     """Cancel the whole order, or some units of some lines; released stock is available again."""
@@ -144,7 +140,7 @@ def cancel_order(path: OrderPath, body: CancelIn) -> ApiResult:
     return respond(OrderOut, transaction(session_factory(), lambda s: orders.cancel_order(s, path.id, lines)))
 
 
-@bp.post("/orders/<int:id>/returns", responses={200: OrderOut, **ERRORS})
+@bp.post("/orders/<int:id>/returns", responses={200: OrderOut, **WRITE_PROBLEMS})
 @roles("ops", "staff")
 def record_return(path: OrderPath, body: ReturnIn) -> ApiResult:
     """Take delivered units back at a location; resellable units rejoin stock. Staff: their own locations."""
@@ -164,7 +160,7 @@ def _transition(fid: int, target: Status) -> ApiResult:
     return respond(FulfilmentOut, transaction(session_factory(), lambda s: orders.transition(s, fid, target, scope=scope)))
 
 
-@bp.get("/fulfilments/<int:id>", responses={200: FulfilmentOut, **ERRORS})
+@bp.get("/fulfilments/<int:id>", responses={200: FulfilmentOut, **READ_PROBLEMS})
 @roles("ops", "staff")
 def get_fulfilment(path: FulfilmentPath) -> ApiResult:
     """One fulfilment with its lines."""
@@ -172,28 +168,28 @@ def get_fulfilment(path: FulfilmentPath) -> ApiResult:
         return respond(FulfilmentOut, orders.get_fulfilment(session, path.id, scope=principal().scope()))
 
 
-@bp.post("/fulfilments/<int:id>/pick", responses={200: FulfilmentOut, **ERRORS})
+@bp.post("/fulfilments/<int:id>/pick", responses={200: FulfilmentOut, **WRITE_PROBLEMS})
 @roles("ops", "staff")
 def pick(path: FulfilmentPath) -> ApiResult:
     """Start picking (allocated -> picking)."""
     return _transition(path.id, Status.PICKING)
 
 
-@bp.post("/fulfilments/<int:id>/ship", responses={200: FulfilmentOut, **ERRORS})
+@bp.post("/fulfilments/<int:id>/ship", responses={200: FulfilmentOut, **WRITE_PROBLEMS})
 @roles("ops", "staff")
 def ship(path: FulfilmentPath) -> ApiResult:
     """Hand to the carrier (picking -> shipped): reserved units leave on_hand."""
     return _transition(path.id, Status.SHIPPED)
 
 
-@bp.post("/fulfilments/<int:id>/receive", responses={200: FulfilmentOut, **ERRORS})
+@bp.post("/fulfilments/<int:id>/receive", responses={200: FulfilmentOut, **WRITE_PROBLEMS})
 @roles("ops", "staff")
 def receive(path: FulfilmentPath) -> ApiResult:
     """A transfer arrived at its pickup store (shipped -> received): reserved there for the customer."""
     return _transition(path.id, Status.RECEIVED)
 
 
-@bp.post("/fulfilments/<int:id>/cancel", responses={200: FulfilmentOut, **ERRORS})
+@bp.post("/fulfilments/<int:id>/cancel", responses={200: FulfilmentOut, **WRITE_PROBLEMS})
 @roles("ops", "staff")
 def cancel_fulfilment(path: FulfilmentPath) -> ApiResult:
     """Cancel one open fulfilment; its reservation is released."""

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import current_app
 from flask_openapi3 import APIBlueprint, Tag
 
@@ -20,7 +18,6 @@ from app.schemas import (
     MovementBatchOut,
     MovementPage,
     MovementQuery,
-    Problem,
     SafetyStockIn,
 )
 from app.services import orders, stock, stock_reads
@@ -28,15 +25,14 @@ from app.web import session_factory
 from app.web.auth import principal, roles
 from app.web.openapi import API_PREFIX, SECURITY
 from app.web.pagination import cursor_id, cursor_ids, encode_cursor, page_limit
-from app.web.respond import ApiResult, respond, respond_page
+from app.web.respond import READ_PROBLEMS, WRITE_PROBLEMS, ApiResult, respond, respond_page
 
 bp = APIBlueprint(
     "api_stock", __name__, url_prefix=API_PREFIX, abp_tags=[Tag(name="stock")], abp_security=SECURITY
 )
-ERRORS: dict[int | str, Any] = {401: Problem, 403: Problem, 404: Problem, 409: Problem, 422: Problem}
 
 
-@bp.post("/stock/movements", responses={201: MovementBatchOut, 200: MovementBatchOut, **ERRORS})
+@bp.post("/stock/movements", responses={201: MovementBatchOut, 200: MovementBatchOut, **WRITE_PROBLEMS})
 @roles("ops")
 def post_movements(body: MovementBatch) -> ApiResult:
     """Apply a batch of stock movements all-or-nothing; replays (same source + external_ref) count once."""
@@ -54,7 +50,7 @@ def post_movements(body: MovementBatch) -> ApiResult:
     return respond(MovementBatchOut, result, 201 if result.applied else 200)
 
 
-@bp.get("/stock/movements", responses={200: MovementPage, **ERRORS})
+@bp.get("/stock/movements", responses={200: MovementPage, **READ_PROBLEMS})
 @roles("ops", "staff")
 def movement_history(query: MovementQuery) -> ApiResult:
     """Ledger history, newest first, keyset-paged; staff see their own locations."""
@@ -66,7 +62,7 @@ def movement_history(query: MovementQuery) -> ApiResult:
     return respond_page(MovementPage, items, encode_cursor(nxt) if nxt is not None else None)
 
 
-@bp.get("/stock/levels", responses={200: LevelPage, **ERRORS})
+@bp.get("/stock/levels", responses={200: LevelPage, **READ_PROBLEMS})
 @roles("ops", "staff")
 def list_levels(query: LevelQuery) -> ApiResult:
     """Stock levels with available figures and shortages, keyset-paged; staff see their own locations."""
@@ -79,7 +75,7 @@ def list_levels(query: LevelQuery) -> ApiResult:
     return respond_page(LevelPage, items, encode_cursor(list(nxt)) if nxt else None)
 
 
-@bp.put("/stock/levels/<sku>/<location>/safety-stock", responses={200: LevelOut, **ERRORS})
+@bp.put("/stock/levels/<sku>/<location>/safety-stock", responses={200: LevelOut, **WRITE_PROBLEMS})
 @roles("ops")
 def set_safety_stock(path: LevelPath, body: SafetyStockIn) -> ApiResult:
     """Override the units of one SKU held back from online channels at one location."""
@@ -90,7 +86,7 @@ def set_safety_stock(path: LevelPath, body: SafetyStockIn) -> ApiResult:
     return respond(LevelOut, level)
 
 
-@bp.get("/availability", responses={200: AvailabilityOut, **ERRORS})
+@bp.get("/availability", responses={200: AvailabilityOut, **READ_PROBLEMS})
 @roles("storefront", "ops")
 def availability(query: AvailabilityQuery) -> ApiResult:
     """Units sellable now per SKU, per location serving the channel and in total."""

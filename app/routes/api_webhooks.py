@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask_openapi3 import APIBlueprint, Tag
 
 from app.db import read_only, transaction
@@ -11,7 +9,6 @@ from app.schemas import (
     DeliveryList,
     EventPage,
     EventQuery,
-    Problem,
     WebhookIn,
     WebhookList,
     WebhookOut,
@@ -23,15 +20,14 @@ from app.web import session_factory
 from app.web.auth import roles
 from app.web.openapi import API_PREFIX, SECURITY
 from app.web.pagination import cursor_ids, encode_cursor, page_limit
-from app.web.respond import ApiResult, respond, respond_page
+from app.web.respond import READ_PROBLEMS, WRITE_PROBLEMS, ApiResult, respond, respond_page
 
 bp = APIBlueprint(
     "api_webhooks", __name__, url_prefix=API_PREFIX, abp_tags=[Tag(name="events")], abp_security=SECURITY
 )
-ERRORS: dict[int | str, Any] = {401: Problem, 403: Problem, 404: Problem, 422: Problem}
 
 
-@bp.post("/webhooks", responses={201: WebhookOut, **ERRORS})
+@bp.post("/webhooks", responses={201: WebhookOut, **WRITE_PROBLEMS})
 @roles("ops")
 def create_webhook(body: WebhookIn) -> ApiResult:
     """Subscribe an endpoint to event types; deliveries are HMAC-SHA256 signed with the secret."""
@@ -42,7 +38,7 @@ def create_webhook(body: WebhookIn) -> ApiResult:
     return respond(WebhookOut, sub, 201)
 
 
-@bp.get("/webhooks", responses={200: WebhookList, **ERRORS})
+@bp.get("/webhooks", responses={200: WebhookList, **READ_PROBLEMS})
 @roles("ops")
 def list_webhooks() -> ApiResult:
     """Every subscription with its health."""
@@ -50,7 +46,7 @@ def list_webhooks() -> ApiResult:
         return respond(WebhookList, {"items": webhooks.list_subscriptions(s)})
 
 
-@bp.patch("/webhooks/<int:id>", responses={200: WebhookOut, **ERRORS})
+@bp.patch("/webhooks/<int:id>", responses={200: WebhookOut, **WRITE_PROBLEMS})
 @roles("ops")
 def update_webhook(path: WebhookPath, body: WebhookUpdate) -> ApiResult:
     """Change a subscription; set active=true to revive a disabled one."""
@@ -61,7 +57,7 @@ def update_webhook(path: WebhookPath, body: WebhookUpdate) -> ApiResult:
     return respond(WebhookOut, sub)
 
 
-@bp.delete("/webhooks/<int:id>", responses={204: None, **ERRORS})
+@bp.delete("/webhooks/<int:id>", responses={204: None, **WRITE_PROBLEMS})
 @roles("ops")
 def delete_webhook(path: WebhookPath) -> ApiResult:
     """Remove a subscription and what it was still owed."""
@@ -69,7 +65,7 @@ def delete_webhook(path: WebhookPath) -> ApiResult:
     return {}, 204
 
 
-@bp.get("/webhooks/<int:id>/deliveries", responses={200: DeliveryList, **ERRORS})
+@bp.get("/webhooks/<int:id>/deliveries", responses={200: DeliveryList, **READ_PROBLEMS})
 @roles("ops")
 def webhook_deliveries(path: WebhookPath) -> ApiResult:
     """A subscription's latest deliveries with attempts and last error."""
@@ -77,7 +73,7 @@ def webhook_deliveries(path: WebhookPath) -> ApiResult:
         return respond(DeliveryList, {"items": webhooks.list_deliveries(s, path.id)})
 
 
-@bp.get("/events", responses={200: EventPage, **ERRORS})
+@bp.get("/events", responses={200: EventPage, **READ_PROBLEMS})
 @roles("ops")
 def list_events(query: EventQuery) -> ApiResult:
     """Events oldest first, from next_cursor (or after an event id); keep polling with next_cursor."""
