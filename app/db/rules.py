@@ -17,8 +17,7 @@ from sqlalchemy import ColumnElement, SQLColumnExpression, and_, case, func
 def safety_sql(level: str = "s", default: str = "l.default_safety_stock") -> str:
     """The safety stock that applies: the level's own override, else its location's default.
 
-    Python states it as ``default if override is None else override`` before calling
-    ``free_units``.
+    The SQL form of ``app.domain.ledger.safety_for``.
     """
     return f"COALESCE({level}.safety_stock, {default})"
 

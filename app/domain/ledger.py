@@ -88,6 +88,11 @@ def available(level: Level, *, online: bool) -> int:
     return free_units(level.on_hand, level.reserved, level.safety_stock, online=online)
 
 
+def safety_for(override: int | None, default: int) -> int:
+    """The safety stock that applies to a level: its own override, else its location's default."""
+    return default if override is None else override
+
+
 def free_units(on_hand: int, reserved: int, safety_stock: int, *, online: bool) -> int:
     """available() on bare numbers, for hot loops: on_hand - reserved (- safety online), never < 0."""
     return max(on_hand - reserved - (safety_stock if online else 0), 0)

@@ -81,7 +81,7 @@ def stock_transitions(
         d = changed.get((row.sku_id, row.location_id))
         if d is None:
             continue
-        safety = row.default_safety if row.safety_stock is None else row.safety_stock
+        safety = ledger.safety_for(row.safety_stock, row.default_safety)
         level_after = ledger.Level(row.on_hand, row.reserved, 0, safety)
         before = ledger.Level(row.on_hand - d.on_hand, row.reserved - d.reserved, 0, safety)
         for kind, online in (("online", True), ("store", False)):

@@ -15,7 +15,7 @@ from app.db import rules
 from app.domain import events as ev
 from app.domain import fulfilment as lifecycle
 from app.domain import fulfilment_lines as units
-from app.domain import routing
+from app.domain import ledger, routing
 from app.domain.fulfilment import Status
 from app.domain.ledger import Deltas, Kind
 from app.models import Channel, Fulfilment, FulfilmentLine, Location, Order, Sku, StockLevel
@@ -80,7 +80,7 @@ def handle_shortages(
     ).all()  # fmt: skip
     found: list[tuple[Fulfilment, int, int, int, str | None]] = []
     for sku_id, loc_id, on_hand, reserved in short:
-        gap = reserved - max(on_hand, 0)
+        gap = ledger.shortage(ledger.Level(on_hand, reserved))
         affected = session.execute(
             select(Fulfilment, FulfilmentLine)
             .join(FulfilmentLine, FulfilmentLine.fulfilment_id == Fulfilment.id)

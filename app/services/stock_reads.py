@@ -122,7 +122,7 @@ def availability(
                 if lat is not None and lon is not None and llat is not None and llon is not None
                 else None
             )
-        safety = default_safety if override is None else override
+        safety = ledger.safety_for(override, default_safety)
         per_sku[sku].append(LocationAvailability(
             loc, free(on_hand, reserved, safety, online=kind == "online"), on_hand, reserved, incoming or 0,
             distances[loc],
@@ -159,7 +159,7 @@ def _explain_missing(
 def level_view(sku: str, loc: str, on_hand: int, reserved: int, incoming: int,
                override: int | None, default_safety: int) -> LevelView:  # fmt: skip
     """A level with its derived figures: safety in force, available online and at the till, shortage."""
-    safety = default_safety if override is None else override
+    safety = ledger.safety_for(override, default_safety)
     lv = ledger.Level(on_hand, reserved, incoming, safety)
     return LevelView(sku, loc, on_hand, reserved, incoming, safety, override, ledger.available(lv, online=True),
                      ledger.available(lv, online=False), ledger.shortage(lv))  # fmt: skip

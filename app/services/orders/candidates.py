@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.db import Raw, utcnow
 from app.domain import routing
 from app.domain.errors import Forbidden, InsufficientStock, InvalidInput
-from app.domain.ledger import free_units
+from app.domain.ledger import free_units, safety_for
 from app.services.orders.commands import PickupUnavailable, PlaceOrder, Policy
 from app.services.orders.refs import channel_of, place_point, sku_ids
 from app.services.orders.views import routing_json
@@ -131,7 +131,7 @@ def load_candidates(
                 "serves": bool(serves), "stock": {}, "used": used,
             }  # fmt: skip
         if sku_id is not None:
-            safety = dsafe if override is None else override
+            safety = safety_for(override, dsafe)
             entry["stock"][code_of[sku_id]] = free_units(on_hand, reserved, safety, online=ctx.online)
     out = []
     for lid, e in info.items():
