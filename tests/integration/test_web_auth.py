@@ -56,6 +56,32 @@ def test_a_role_without_the_declaration_is_refused(storefront: Api) -> None:
     assert body["role"] == "storefront"
 
 
+def _nested(depth: int) -> object:
+    value: object = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def test_a_body_nested_past_the_cap_is_refused_by_name(ops: Api) -> None:
+    r = ops.post("/api/v1/stock/movements", {"movements": _nested(40)})
+    body = _problem(r, 422, "validation_error")
+    assert body["errors"] == [{"field": "body", "message": "nests deeper than 32 levels"}]
+    # Past the JSON parser's own limit it was "not valid JSON" (400); it is the same refusal.
+    deep = '{"movements": ' + "[" * 2000 + "]" * 2000 + "}"
+    r = ops.client.post(
+        "/api/v1/stock/movements", data=deep, headers={**ops.headers, "Content-Type": "application/json"}
+    )
+    assert _problem(r, 422, "validation_error")["errors"][0]["field"] == "body"
+
+
+def test_a_body_within_the_cap_reaches_the_schema(ops: Api) -> None:
+    # 31 levels inside the object: the cap lets it through, the schema then names the field.
+    r = ops.post("/api/v1/stock/movements", {"movements": _nested(31)})
+    body = _problem(r, 422, "validation_error")
+    assert body["errors"][0]["field"].startswith("movements")
+
+
 def test_bodies_that_are_not_json_objects_are_named(ops: Api) -> None:
     r = ops.client.post(SKUS, data="{}", headers={**ops.headers, "Content-Type": "text/plain"})
     _problem(r, 415, "unsupported_media_type")
