@@ -79,10 +79,10 @@ def update_location(path: LocationPath, body: LocationUpdate) -> ApiResult:
     return respond(LocationOut, location)
 
 
-@bp.post("/skus", responses={201: SkuUpsertResult, **WRITE_PROBLEMS})
+@bp.post("/skus", responses={201: SkuUpsertResult, 200: SkuUpsertResult, **WRITE_PROBLEMS})
 @roles("ops")
 def upsert_skus(body: SkuBulk) -> ApiResult:
-    """Create or update SKUs by code, all or nothing."""
+    """Create or update SKUs by code, all or nothing: 201 if any was created, 200 if all existed."""
     with unit_of_work(session_factory()) as session:
         saved = catalog.save_skus(session, [s.model_dump() for s in body.skus])
     return respond(SkuUpsertResult, saved, 201 if saved.created else 200)
