@@ -240,3 +240,99 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             bold=True,
         )
         terminalreporter.write_line(bar, red=True, bold=True)
+
+
+# --- Two stores and a warehouse, for the authorisation matrix and the contract fuzz ---------------
+
+WORLD_LOCATIONS: list[dict[str, Any]] = [
+    {"code": "ST-A", "lat": 51.512, "lon": -0.124},
+    {"code": "ST-B", "lat": 51.539, "lon": -0.143},
+    {"code": "WH-1", "kind": "warehouse", "lat": 51.53, "lon": -0.28, "pickup": False, "priority": 10},
+]
+NEAR_A = {"type": "ship", "lat": 51.513, "lon": -0.125}
+# A wrong key has the shape of a real one, so it reaches the key lookup rather than the shape check.
+WRONG_KEY = "osk_0123456789ab_" + "x" * 43
+
+
+class StoreWorld:
+    """Stores ST-A and ST-B and warehouse WH-1; each stock-keeping unit is held at one place only.
+
+    TEE is at ST-A, CAP at ST-B, MUG at WH-1, so where an order is fulfilled is known in advance.
+    keys maps each caller (none, wrong, revoked, storefront, staff_a, staff_b, ops) to the key it
+    sends ("" for none); staff_a is scoped to ST-A and staff_b to ST-B.
+    """
+
+    def __init__(self, keys: dict[str, str]) -> None:
+        self.keys = keys
+        self.ids: dict[str, int] = {}
+        self.customer = "cust-a"
+
+    def api(self, client: FlaskClient, caller: str) -> Api:
+        return Api(client, self.keys[caller])
+
+
+@pytest.fixture
+def store_world(
+    app: Flask, client: FlaskClient, network: Callable[..., None], receive: Callable[..., Any], ops: Api
+) -> StoreWorld:
+    """StoreWorld with, in ids: order_a/fulfilment_a (ship, only at ST-A, allocated), order_b (only
+    at ST-B), order_split (ST-A and ST-B), order_cancel (2 TEE at ST-A), fulfilment_cancel (at ST-A,
+    allocated), order_delivered (2 TEE shipped from ST-A), transfer_a (WH-1 to a pickup at ST-A,
+    shipped, awaiting receipt), pickup_a (that pickup) and webhook."""
+    network(WORLD_LOCATIONS, ["TEE", "CAP", "MUG"], channels=("web",))
+    receive(("TEE", "ST-A", 20), ("CAP", "ST-B", 20), ("MUG", "WH-1", 20))
+    made: dict[str, str] = {"none": "", "wrong": WRONG_KEY, "ops": ops.headers["Authorization"][7:]}
+    with unit_of_work(app.extensions["session_factory"]) as session:
+        for caller, role, where in [
+            ("storefront", "storefront", ()),
+            ("staff_a", "staff", ("ST-A",)),
+            ("staff_b", "staff", ("ST-B",)),
+            ("revoked", "ops", ()),
+        ]:
+            key, made[caller] = keys.create_key(session, role=role, name=f"world {caller}", locations=where)
+            if caller == "revoked":
+                keys.revoke(session, key.id)
+    world = StoreWorld(made)
+    shop = world.api(client, "storefront")
+
+    def place(lines: list[tuple[str, int]], delivery: dict[str, Any] = NEAR_A, **kw: Any) -> dict[str, Any]:
+        body = {"channel": "web", "lines": [{"sku": s, "qty": q} for s, q in lines], "delivery": delivery, **kw}
+        r = shop.post("/api/v1/orders", body)
+        assert r.status_code == 201, r.json
+        return r.json  # type: ignore[no-any-return]
+
+    def at(placed: dict[str, Any], location: str, kind: str | None = None) -> int:
+        found = [f["id"] for f in placed["fulfilments"] if f["location"] == location and kind in (None, f["type"])]
+        assert len(found) == 1, placed["fulfilments"]
+        return int(found[0])
+
+    def advance(fulfilment: int, *steps: str) -> None:
+        for step in steps:
+            r = ops.post(f"/api/v1/fulfilments/{fulfilment}/{step}")
+            assert r.status_code == 200, r.json
+
+    order_a = place([("TEE", 1)], customer_ref=world.customer)
+    assert [f["location"] for f in order_a["fulfilments"]] == ["ST-A"]
+    world.ids.update(order_a=order_a["id"], fulfilment_a=at(order_a, "ST-A"))
+    order_b = place([("CAP", 1)])
+    assert [f["location"] for f in order_b["fulfilments"]] == ["ST-B"]
+    world.ids["order_b"] = order_b["id"]
+    split = place([("TEE", 1), ("CAP", 1)])
+    assert sorted(f["location"] for f in split["fulfilments"]) == ["ST-A", "ST-B"]
+    world.ids["order_split"] = split["id"]
+    world.ids["order_cancel"] = place([("TEE", 2)])["id"]
+    world.ids["fulfilment_cancel"] = at(place([("TEE", 1)]), "ST-A")
+    delivered = place([("TEE", 2)])
+    advance(at(delivered, "ST-A"), "pick", "ship")
+    world.ids["order_delivered"] = delivered["id"]
+    pickup = place([("MUG", 1)], delivery={"type": "pickup", "location": "ST-A"})
+    world.ids["transfer_a"] = at(pickup, "WH-1", "transfer")
+    world.ids["pickup_a"] = at(pickup, "ST-A", "pickup")
+    advance(world.ids["transfer_a"], "pick", "ship")
+    hook = ops.post(
+        "/api/v1/webhooks",
+        {"url": "http://127.0.0.1:9/hook", "secret": "s" * 24, "event_types": ["*"]},
+    )
+    assert hook.status_code == 201, hook.json
+    world.ids["webhook"] = hook.json["id"]
+    return world
