@@ -145,6 +145,9 @@ def test_staff_lists_hold_only_their_own_stores(client: FlaskClient, store_world
     orders = staff_b.get(f"{V1}/orders").json["items"]
     assert {o["id"] for o in orders} == {store_world.ids["order_b"], store_world.ids["order_split"]}
     assert {f["location"] for o in orders for f in o["fulfilments"]} == {"ST-B"}
+    # Routing's story of an order is another store's data too.
+    assert {a["location"] for o in orders for a in o["routing"]["allocations"]} == {"ST-B"}
+    assert {n["location"] for o in orders for n in o["routing"]["explanation"]} == {"ST-B"}
     levels = staff_b.get(f"{V1}/stock/levels").json["items"]
     assert levels and {lv["location"] for lv in levels} == {"ST-B"}
     moves = staff_b.get(f"{V1}/stock/movements").json["items"]
