@@ -133,6 +133,7 @@ class Movement(Base):
         Index("ix_movements_sku_location_id", "sku_id", "location_id", "id"),
         Index("ix_movements_location_id", "location_id", "id"),
         Index("ix_movements_order_id", "order_id"),
+        Index("ix_movements_source_vendor_at", "source", "vendor_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -155,6 +156,9 @@ class Movement(Base):
     sync_run_id: Mapped[int | None] = mapped_column(BigId)
     api_key_id: Mapped[int | None] = mapped_column(Integer)
     note: Mapped[str | None] = mapped_column(String(500))
+    # The vendor's clock for a fact a feed told us (or a reconcile's snapshot time): what the
+    # watermark rule compares, never our own clock.
+    vendor_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ApiKey(Base):
@@ -419,3 +423,7 @@ class JobRun(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[str | None] = mapped_column(String(2000))
+
+
+# Registers the sync tables on Base.metadata wherever the models are imported.
+from app import models_sync as _models_sync  # noqa: E402,F401

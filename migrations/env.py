@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-import app.models  # noqa: F401  (registers every table on Base.metadata)
+import app.models  # noqa: F401  (registers every table on Base.metadata, the sync ones too)
 from app.db import Base, UTCDateTime
 from app.settings import load_config
 

@@ -22,6 +22,8 @@ class Kind(StrEnum):
     RESERVATION = "reservation"
     RELEASE = "release"
     FULFILMENT = "fulfilment"
+    # A vendor's physical count seen in its change feed: kept, moves nothing (the snapshot books it).
+    OBSERVATION = "observation"
 
 
 # Reasons an ops adjustment may carry; a count_adjustment always has reason "count".
@@ -72,6 +74,8 @@ def deltas_for(kind: Kind, qty: int, *, resellable: bool = True) -> Deltas:
             return Deltas(reserved=-qty)
         case Kind.FULFILMENT:
             return Deltas(on_hand=-qty, reserved=-qty)
+        case Kind.OBSERVATION:
+            return Deltas()
     raise ValueError(f"unknown movement kind {kind!r}")
 
 

@@ -36,6 +36,7 @@ class Leg:
     sync_run_id: int | None = None
     api_key_id: int | None = None
     note: str | None = None
+    vendor_at: datetime | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -119,7 +120,7 @@ _INSERT_MOVEMENTS = insert(Movement).returning(Movement.id, sort_by_parameter_or
 MOVEMENT_COLUMNS = (
     "kind", "sku_id", "location_id", "qty", "on_hand_delta", "reserved_delta", "incoming_delta",
     "reason", "source", "external_ref", "leg", "occurred_at", "recorded_at", "order_id",
-    "fulfilment_id", "sync_run_id", "api_key_id", "note",
+    "fulfilment_id", "sync_run_id", "api_key_id", "note", "vendor_at",
 )  # fmt: skip
 
 
@@ -128,7 +129,7 @@ def movement_rows(legs: Sequence[Leg], now: datetime) -> list[tuple[Any, ...]]:
     return [
         (str(leg.kind), leg.sku_id, leg.location_id, leg.qty, leg.deltas.on_hand, leg.deltas.reserved,
          leg.deltas.incoming, leg.reason, leg.source, leg.external_ref, leg.leg, leg.occurred_at or now,
-         now, leg.order_id, leg.fulfilment_id, leg.sync_run_id, leg.api_key_id, leg.note)
+         now, leg.order_id, leg.fulfilment_id, leg.sync_run_id, leg.api_key_id, leg.note, leg.vendor_at)
         for leg in legs
     ]  # fmt: skip
 
