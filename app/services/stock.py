@@ -293,32 +293,39 @@ def post_movements(
     if errors:
         raise StockConflict("the ledger refuses these movements", errors=errors)
 
-    totals = totals_by_key(legs)
-    apply_deltas(session, totals, now)
     try:
-        ids = insert_movements(session, legs, now, ids=True)
+        ids, shortages = book(session, legs, now, policy)
     except IntegrityError as exc:
         # Another transaction recorded one of these outside facts after our replay check
         # (a different batch naming the same external_ref): run again and it shows as replayed.
         raise Retry("external_ref recorded concurrently") from exc
-    events.stock_transitions(session, totals, now)
-    # An outside fact may have taken units promised to open fulfilments: move or flag them.
-    dropped = [k for k, d in totals.items() if d.on_hand < 0 or d.reserved > 0]
-    shortages = shortages_.handle_shortages(session, dropped, policy or orders.Policy(), now) if dropped else []
-    # Stock that came back may make good a promise flagged at risk by an earlier shortage.
-    shortages_.clear_recovered(session, [k for k, d in totals.items() if d.on_hand > 0 or d.reserved < 0], now)
     by_index = {r.index: r for r in results}
     for owner, mid in zip(owners, ids, strict=True):
         by_index[owner].movement_ids.append(mid)
 
-    kinds: dict[str, int] = {}
-    for leg in legs:
-        kinds[str(leg.kind)] = kinds.get(str(leg.kind), 0) + 1
-    after_commit(session, lambda: count_movements(kinds))
     applied = sum(1 for r in results if r.status == "applied")
     return BatchResult(
         applied=applied, duplicates=len(results) - applied, results=results, shortages=shortages
     )
+
+
+def book(
+    session: Session, legs: Sequence[Leg], now: datetime, policy: orders.Policy | None = None
+) -> tuple[list[int], list[shortages_.Shortage]]:
+    """Write outside facts on locked levels: projection, movements, stock events, then what they do
+    to promises (moved or flagged when short, unflagged when whole again). Returns the movement ids."""
+    totals = totals_by_key(legs)
+    apply_deltas(session, totals, now)
+    ids = insert_movements(session, legs, now, ids=True)
+    events.stock_transitions(session, totals, now)
+    dropped = [k for k, d in totals.items() if d.on_hand < 0 or d.reserved > 0]
+    shortages = shortages_.handle_shortages(session, dropped, policy or orders.Policy(), now) if dropped else []
+    shortages_.clear_recovered(session, [k for k, d in totals.items() if d.on_hand > 0 or d.reserved < 0], now)
+    kinds: dict[str, int] = {}
+    for leg in legs:
+        kinds[str(leg.kind)] = kinds.get(str(leg.kind), 0) + 1
+    after_commit(session, lambda: count_movements(kinds))
+    return ids, shortages
 
 
 def count_movements(kinds: dict[str, int]) -> None:

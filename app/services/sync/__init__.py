@@ -1,0 +1,1 @@
+"""Sync use cases: feeds and their mappings, runs, reconciliation, quarantine, discrepancies, intake."""

@@ -1,0 +1,115 @@
+"""Quarantine: rows a feed sent that could not be used, kept with their raw payload until resolved.
+
+Nothing is created from them and nothing is dropped: ops map the reference (the next run then
+picks the row up) or dismiss it with a note.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.domain.errors import InvalidInput, NotFound
+from app.models_sync import Feed, Quarantine
+from app.services.sync import feeds
+
+MAX_PER_RUN = 5000  # distinct entries a run records; the rest are counted in its report
+
+
+@dataclass(frozen=True)
+class Problem:
+    kind: str  # unknown_item | unknown_location | untracked | bad_row
+    item_ref: str
+    location_ref: str
+    reason: str
+    raw: dict[str, Any]
+
+
+def _json_safe(raw: dict[str, Any]) -> dict[str, Any]:
+    import orjson
+
+    try:
+        return dict(orjson.loads(orjson.dumps(raw, default=str)))
+    except (TypeError, ValueError):
+        return {"repr": repr(raw)[:2000]}
+
+
+def record(session: Session, feed: Feed, run_id: int, problems: Sequence[Problem], now: datetime) -> int:
+    """Upsert each distinct problem (seen again: counted, raw refreshed); resolved ones reopen."""
+    distinct: dict[tuple[str, str, str], Problem] = {}
+    for p in problems:
+        distinct.setdefault((p.kind, p.item_ref[:200], p.location_ref[:200]), p)
+    keys = list(distinct)[:MAX_PER_RUN]
+    existing: dict[tuple[str, str, str], Quarantine] = {}
+    for start in range(0, len(keys), 300):
+        part = keys[start : start + 300]
+        for q in session.scalars(
+            select(Quarantine).where(
+                Quarantine.feed_id == feed.id, Quarantine.item_ref.in_({k[1] for k in part})
+            )
+        ):
+            existing[(q.kind, q.item_ref, q.location_ref)] = q
+    for key in keys:
+        p = distinct[key]
+        found = existing.get(key)
+        if found is None:
+            session.add(
+                Quarantine(
+                    feed_id=feed.id, kind=p.kind, item_ref=key[1], location_ref=key[2], reason=p.reason[:500],
+                    raw=_json_safe(p.raw), status="open", seen_count=1, first_seen_at=now, last_seen_at=now,
+                    last_run_id=run_id,
+                )
+            )  # fmt: skip
+        else:
+            q = found
+            q.seen_count += 1
+            q.last_seen_at, q.last_run_id, q.reason, q.raw = now, run_id, p.reason[:500], _json_safe(p.raw)
+            if q.status == "resolved" and q.resolution and q.resolution.startswith("mapped"):
+                q.status, q.resolved_at = "open", None  # the mapping did not cure it
+    return len(distinct)
+
+
+def get(session: Session, qid: int) -> Quarantine:
+    q = session.get(Quarantine, qid, with_for_update=True)
+    if q is None:
+        raise NotFound(f"no quarantine entry {qid}")
+    return q
+
+
+def resolve(
+    session: Session,
+    qid: int,
+    *,
+    sku: str | None,
+    location: str | None,
+    dismiss: bool,
+    note: str | None,
+    now: datetime,
+) -> Quarantine:
+    """Map the entry's reference so the next run takes the row, or dismiss it; either way it closes."""
+    q = get(session, qid)
+    feed = session.get(Feed, q.feed_id)
+    if feed is None:
+        raise NotFound(f"no quarantine entry {qid}")
+    done = []
+    if sku:
+        feeds.map_item(session, feed, q.item_ref, sku)
+        done.append(f"mapped item {q.item_ref} to {sku}")
+    if location:
+        if feed.role == "source" and q.kind != "unknown_location":
+            raise InvalidInput(
+                "this entry is not about a location",
+                [{"field": "location", "message": "not a location problem"}],
+            )
+        feeds.map_location(session, feed, q.location_ref, location)
+        done.append(f"mapped location {q.location_ref} to {location}")
+    if not done and dismiss:
+        done.append("dismissed")
+    q.status, q.resolved_at = "resolved", now
+    q.resolution = ("; ".join(done) + (f" ({note})" if note else ""))[:500]
+    return q

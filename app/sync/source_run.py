@@ -1,0 +1,300 @@
+"""A source's cycle (FEED-FORMATS.md §9.3): push back, changes, snapshot, changes again, reconcile.
+
+HTTP happens outside database transactions. The snapshot is staged in short transactions of its
+own (scratch, not the ledger); the ledger, the quarantine and the watermark then change in one
+transaction, or, when anything failed, not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.db import transaction, utcnow
+from app.domain import reconcile as rules
+from app.models_sync import Feed, Outbound
+from app.services.sync import quarantine, staging
+from app.services.sync.quarantine import Problem
+from app.services.sync.reconcile import OUTBOUND_PREFIX, Outcome, import_changes, reconcile_staged
+from app.sync import runs
+from app.sync.base import Capability, Change, Connector, IncompleteSnapshot, OutboundAdjustment, PushStatus
+
+log = logging.getLogger(__name__)
+OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+STAGE_BATCH = 20_000
+
+
+def _push_back(
+    factory: sessionmaker[Session], ctx: runs.FeedContext, connector: Connector, out: Outcome
+) -> None:
+    """Web orders fulfilled from this store's stock go to its POS as adjustments (idempotent keys)."""
+    if not ctx.settings.push_back or Capability.PUSH_ADJUSTMENTS not in connector.capabilities:
+        return
+    rev_items = {sku: ref for ref, sku in ctx.fmap.items.items()}
+    rev_locs = {loc: ref for ref, loc in ctx.fmap.locations.items() if loc is not None}
+
+    def pending(s: Session) -> list[tuple[int, int, int, int]]:
+        rows = s.execute(
+            select(Outbound.id, Outbound.sku_id, Outbound.location_id, Outbound.delta)
+            .where(Outbound.feed_id == ctx.id, Outbound.status == "pending")
+            .order_by(Outbound.id)
+            .limit(1000)
+        )
+        return [tuple(r) for r in rows]  # type: ignore[misc]
+
+    rows = transaction(factory, pending)
+    if not rows:
+        return
+    adjustments = []
+    unmapped = []
+    for oid, sku_id, loc_id, delta in rows:
+        item, loc = rev_items.get(sku_id), rev_locs.get(loc_id)
+        if item is None or loc is None:
+            unmapped.append(oid)
+            continue
+        key = f"{OUTBOUND_PREFIX}{oid}"
+        adjustments.append(OutboundAdjustment(item, loc, delta, idempotency_key=key, reference_id=key))
+    results = connector.push_adjustments(adjustments) if adjustments else []
+
+    def record(s: Session) -> None:
+        now = utcnow()
+        for r in results:
+            oid = int(r.key[len(OUTBOUND_PREFIX) :])
+            row = s.get(Outbound, oid)
+            if row is None or row.status != "pending":
+                continue
+            row.attempts += 1
+            if r.status is PushStatus.APPLIED:
+                row.status, row.acked_at, row.vendor_at = "acked", now, r.vendor_time or now
+                out.counts["pushed_back"] += 1
+            elif r.status is PushStatus.REJECTED:
+                row.status, row.error = "rejected", (r.error_code or r.message or "rejected")[:500]
+                out.counts["push_back_rejected"] += 1
+        for oid in unmapped:
+            row = s.get(Outbound, oid)
+            if row is not None:
+                row.status, row.error = "rejected", "item or location not mapped for this feed"
+                out.counts["push_back_unmapped"] += 1
+
+    transaction(factory, record)
+
+
+def _changes(
+    connector: Connector, since: datetime | None, out: Outcome
+) -> tuple[list[Change], datetime | None]:
+    changes: list[Change] = []
+    vendor_time: datetime | None = None
+    for page in connector.pull_changes(since):
+        changes.extend(page.changes)
+        vendor_time = page.vendor_time or vendor_time
+        out.counts["change_pages"] += 1
+    return changes, vendor_time
+
+
+def _snapshot(
+    factory: sessionmaker[Session], ctx: runs.FeedContext, connector: Connector, run_id: int, out: Outcome
+) -> tuple[datetime | None, datetime | None]:
+    """Map and stage every row; returns the earliest and latest read time (T)."""
+    fmap = ctx.fmap
+    seen: set[int] = set()
+    batch: list[staging.Row] = []
+    again: list[staging.Row] = []
+    first: datetime | None = None
+    last: datetime | None = None
+    complete = False
+
+    def flush() -> None:
+        if batch:
+            rows = list(batch)
+            transaction(factory, lambda s: staging.stage(s, run_id, rows))
+            batch.clear()
+
+    problems = out.problems
+    counts = out.counts
+    locations = fmap.locations
+    for page in connector.pull_snapshot():
+        t = (page.vendor_time or datetime.now(UTC)).astimezone(UTC)
+        first = t if first is None or t < first else first
+        last = t if last is None or t > last else last
+        counts["snapshot_pages"] += 1
+        for obs in page.observations:
+            counts["seen"] += 1
+            if obs.problem:
+                problems.append(
+                    Problem("bad_row", obs.item_ref, obs.location_ref, obs.problem, dict(obs.raw))
+                )
+                continue
+            loc_id = locations.get(obs.location_ref)
+            if loc_id is None:
+                problems.append(
+                    Problem(
+                        "unknown_location",
+                        obs.item_ref,
+                        obs.location_ref,
+                        "location not mapped",
+                        dict(obs.raw),
+                    )
+                )
+                continue
+            sku_id = fmap.sku_id(obs.item_ref, obs.sku)
+            if sku_id is None:
+                raw = dict(obs.raw) or {
+                    "item_ref": obs.item_ref,
+                    "sku": obs.sku,
+                    "quantity": str(obs.quantity),
+                    "line": obs.line,
+                }
+                problems.append(
+                    Problem("unknown_item", obs.item_ref, obs.location_ref, "item not mapped", raw)
+                )
+                continue
+            if not obs.tracked:
+                problems.append(
+                    Problem(
+                        "untracked",
+                        obs.item_ref,
+                        obs.location_ref,
+                        "the vendor does not track this item's stock",
+                        dict(obs.raw),
+                    )
+                )
+                continue
+            units = rules.whole_units(obs.quantity)
+            if units is None:
+                problems.append(
+                    Problem(
+                        "bad_row",
+                        obs.item_ref,
+                        obs.location_ref,
+                        f"quantity {obs.quantity} is not whole units",
+                        dict(obs.raw),
+                    )
+                )
+                continue
+            packed = (sku_id << 24) | loc_id
+            row = (sku_id, loc_id, units, t)
+            if packed in seen:
+                again.append(row)
+                counts["duplicates"] += 1
+                continue
+            seen.add(packed)
+            batch.append(row)
+        if len(batch) >= STAGE_BATCH:
+            flush()
+        complete = page.complete
+    if not complete:
+        raise IncompleteSnapshot("the snapshot ended before its last page")
+    flush()
+    if again:
+        transaction(factory, lambda s: staging.restage(s, run_id, again))
+    counts["staged"] = len(seen)
+    return first, last
+
+
+def run_source(
+    factory: sessionmaker[Session], code: str, *, trigger: str = "manual", file_bytes: bytes | None = None,
+    tools: runs.Tools | None = None, options: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Run one reconcile cycle of a source feed now; returns the run's record."""
+    tools = tools or runs.Tools()
+    name = f"feed:{code}"
+    if not runs.lease(factory, name, OWNER):
+        raise runs.RunInProgress(f"a run of feed {code} is in progress")
+    started = time.monotonic()
+    run_id: int | None = None
+    out = Outcome()
+    try:
+        run_id, ctx = runs.start_run(factory, code, "reconcile", trigger)
+        rid = run_id
+        try:
+            ctx.secrets = _secrets(factory, code)
+            connector = runs.build_connector(ctx, tools, file_bytes=file_bytes, **(options or {}))
+            _push_back(factory, ctx, connector, out)
+            has_feed = Capability.CHANGES in connector.capabilities
+            since = None
+            changes: list[Change] = []
+            covered: datetime | None = None
+            if has_feed:
+                overlap = timedelta(seconds=ctx.settings.overlap_s)
+                since = (ctx.watermark or utcnow()) - overlap
+                changes, _ = _changes(connector, since, out)
+            first_t, last_t = _snapshot(factory, ctx, connector, rid, out)
+            if has_feed:
+                more, covered = _changes(connector, since, out)
+                changes += more
+                if covered is None:
+                    covered = last_t
+            two_strike = Capability.TWO_STRIKE in connector.capabilities
+            report = getattr(connector, "report", None)
+            if isinstance(report, dict):
+                out.report["connector"] = report
+
+            def commit(s: Session) -> dict[str, Any]:
+                now = utcnow()
+                feed = s.get(Feed, ctx.id, with_for_update=True)
+                assert feed is not None  # noqa: S101 - a feed is never deleted under a held lease
+                o = Outcome(counts=Counter(out.counts), report=dict(out.report), problems=list(out.problems))
+                import_changes(s, feed, ctx.fmap, changes, rid, now, o)
+                reconcile_staged(
+                    s,
+                    feed,
+                    rid,
+                    covered_until=covered,
+                    two_strike=two_strike,
+                    now=now,
+                    out=o,
+                    min_read_at=first_t,
+                )
+                o.counts["quarantined"] = quarantine.record(s, feed, rid, o.problems, now)
+                if covered is not None and (feed.watermark is None or covered > feed.watermark):
+                    feed.watermark = covered
+                o.counts["matched"] = max(
+                    0, o.counts["staged"] - o.counts["adjusted"] - o.counts["deferred"] - o.counts["first_strikes"]
+                    - o.counts["discrepancies"],
+                )  # fmt: skip
+                o.report["read_at"] = {
+                    "first": first_t and first_t.isoformat(),
+                    "last": last_t and last_t.isoformat(),
+                }
+                o.report["covered_until"] = covered and covered.isoformat()
+                o.report["quarantine_sample"] = [p.__dict__ for p in o.problems[:20]]
+                staging.drop(s, rid)
+                counts = {k: int(v) for k, v in o.counts.items()}
+                runs.finish_run(
+                    s, rid, status="succeeded", counts=counts, report=o.report, error=None, started=started
+                )
+                return {"run_id": rid, "status": "succeeded", "counts": counts, "report": o.report}
+
+            result = transaction(factory, commit)
+            log.info("feed run", extra={"feed": code, "run_id": rid, "counts": result["counts"]})
+            return result
+        except Exception as exc:
+            error = runs.describe(exc)
+            log.warning("feed run failed", extra={"feed": code, "run_id": rid, "error": error})
+            counts = {k: int(v) for k, v in out.counts.items()}
+
+            def fail(s: Session) -> None:
+                staging.drop(s, rid)
+                runs.finish_run(
+                    s, rid, status="failed", counts=counts, report=out.report, error=error, started=started
+                )
+
+            transaction(factory, fail)
+            return {"run_id": rid, "status": "failed", "counts": counts, "error": error, "report": out.report}
+    finally:
+        runs.release(factory, name, OWNER)
+
+
+def _secrets(factory: sessionmaker[Session], code: str) -> dict[str, str]:
+    from app.services.sync import feeds
+
+    return transaction(factory, lambda s: feeds.secrets_of(feeds.get(s, code)))
