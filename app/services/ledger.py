@@ -141,6 +141,10 @@ def insert_movements(
     if not legs:
         return []
     now = now or utcnow()
+    if any(leg.kind == Kind.FULFILMENT for leg in legs):
+        from app.services.sync import outbound  # a POS that feeds this store is owed the sale
+
+        outbound.capture(session, legs, now)
     if not ids:
         Raw.of(session).insert("movements", MOVEMENT_COLUMNS, movement_rows(legs, now))
         return []

@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from functools import partial
 from collections import Counter
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
