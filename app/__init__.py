@@ -50,7 +50,7 @@ class IsoJSONProvider(DefaultJSONProvider):
 def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     """Build the web app: config, one engine and session factory, routes, errors, CLI."""
     from app import cli, observability, web
-    from app.routes import api_catalog, api_orders, api_stock, api_webhooks, health
+    from app.routes import api_catalog, api_orders, api_stock, api_sync, api_webhooks, health, vendor_hooks
     from app.web.errors import validation_problem
     from app.web.openapi import SECURITY_SCHEMES, OmnistockAPI
 
@@ -80,6 +80,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     app.register_api(api_stock.bp)
     app.register_api(api_orders.bp)
     app.register_api(api_webhooks.bp)
+    app.register_api(api_sync.bp)
+    app.register_blueprint(vendor_hooks.bp)
     cli.init_app(app)
 
     return app

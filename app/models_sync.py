@@ -35,6 +35,9 @@ class Feed(Base):
     # Vendor-clock coverage of the change feed committed so far (the watermark rule's W).
     watermark: Mapped[datetime | None] = mapped_column(UTCDateTime)
     orders_watermark: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Running totals for the metrics (runs by outcome, rows, adjustments, discrepancies), kept
+    # in the database so every app process on every machine reports the same figures.
+    totals: Mapped[dict[str, int] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
@@ -213,3 +216,5 @@ class WebhookReceipt(Base):
     topic: Mapped[str] = mapped_column(String(64))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
     triggered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # None until a run of the feed has started after it (the hint has been acted on).
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -14,6 +14,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from app.metrics import LEDGER_MOVEMENTS as LEDGER_MOVEMENTS  # where stock services found it
+from app.sync.metrics import SyncCollector
 
 
 class _RequestIdFilter(logging.Filter):
@@ -89,6 +90,9 @@ def init_app(app: Flask) -> None:
             data = generate_latest(registry)
         else:
             data = generate_latest()
+        sync_registry = CollectorRegistry()
+        sync_registry.register(SyncCollector(app.extensions["session_factory"]))
+        data += generate_latest(sync_registry)
         return Response(data, mimetype=CONTENT_TYPE_LATEST)
 
     app.register_blueprint(bp)

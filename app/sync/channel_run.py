@@ -96,12 +96,16 @@ def run_channel(
     *,
     trigger: str = "manual",
     tools: runs.Tools | None = None,
+    if_due: bool = False,
 ) -> dict[str, Any]:
     """Run one order-intake and available-to-sell push cycle of a channel feed now."""
     tools = tools or runs.Tools()
     name = f"feed:{code}"
     if not runs.lease(factory, name, OWNER):
         raise runs.RunInProgress(f"a run of feed {code} is in progress")
+    if if_due and not runs.still_due(factory, code):
+        runs.release(factory, name, OWNER)
+        return {"run_id": None, "status": "skipped", "counts": {}, "report": {}}
     started = time.monotonic()
     counts: Counter[str] = Counter()
     problems: list[Problem] = []

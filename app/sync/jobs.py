@@ -169,3 +169,10 @@ def prune_job_runs(session: Session, now: datetime, *, keep_days: int, batch: in
     if ids:
         session.execute(delete(JobRun).where(JobRun.id.in_(ids)))
     return len(ids)
+
+
+def sync_feeds(app: Flask) -> dict[str, Any]:
+    """Run each enabled feed whose cycle is due, or that a vendor webhook asked to pull, once."""
+    from app.sync.runner import run_due
+
+    return run_due(app.extensions["session_factory"], app.config)

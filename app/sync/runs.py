@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert, or_, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import insert_for, transaction, utcnow
@@ -88,6 +88,27 @@ def release(factory: sessionmaker[Session], name: str, owner: str) -> None:
             .values(owner=None, locked_until=None)
         ),
     )
+
+
+def still_due(factory: sessionmaker[Session], code: str) -> bool:
+    """Checked under the feed's lease: another process may have run this tick's cycle already."""
+    from app.models_sync import WebhookReceipt
+
+    def work(s: Session) -> bool:
+        feed = feeds.get(s, code)
+        hinted = s.scalar(
+            select(func.count()).where(
+                WebhookReceipt.feed_id == feed.id, WebhookReceipt.processed_at.is_(None)
+            )
+        )
+        if hinted:
+            return True
+        last = s.scalar(select(func.max(SyncRun.started_at)).where(SyncRun.feed_id == feed.id))
+        cfg = feeds.settings_of(feed)
+        every = cfg.every_s if feed.role == "source" else cfg.push_every_s
+        return last is None or (utcnow() - last).total_seconds() >= every * 0.95
+
+    return transaction(factory, work)
 
 
 def start_run(factory: sessionmaker[Session], code: str, kind: str, trigger: str) -> tuple[int, FeedContext]:

@@ -8,15 +8,16 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import traceback
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask
-from sqlalchemy import insert, or_, update
+from sqlalchemy import func, insert, or_, select, update
 
 from app.db import insert_for, transaction, utcnow
 from app.models import JobLock, JobRun
@@ -40,7 +41,9 @@ JOBS: tuple[Job, ...] = (
         "deliver-webhooks", jobs.deliver_webhooks, 5, description="send outbox events to webhook subscribers"
     ),
     Job("prune-history", jobs.prune_history, 3600, description="drop old delivered events and job runs"),
-)
+    Job("sync-feeds", jobs.sync_feeds, 10, lease_seconds=1800,
+        description="run every feed whose cycle is due or a vendor webhook asked for"),
+)  # fmt: skip
 
 
 def job_by_id(job_id: str) -> Job:
@@ -75,11 +78,25 @@ def _release(app: Flask, job: Job) -> None:
     )
 
 
+def _ran_this_tick(app: Flask, job: Job) -> bool:
+    since = utcnow() - timedelta(seconds=job.seconds / 2)
+    return bool(
+        transaction(
+            app.extensions["session_factory"],
+            lambda s: s.scalar(select(func.count()).where(JobRun.job == job.id, JobRun.started_at > since)),
+        )
+    )
+
+
 def run_job(app: Flask, job: Job) -> dict[str, Any] | None:
     """Run a job once if no other process holds its lease; record the run; never raise."""
     try:
         if not _acquire(app, job):
             log.debug("job %s is running elsewhere; skipped", job.id)
+            return None
+        if _ran_this_tick(app, job):
+            # Another scheduler process ran this tick already and has let go of the lease.
+            _release(app, job)
             return None
     except Exception:
         log.exception("could not take the lease for job %s", job.id)
@@ -111,6 +128,9 @@ def build(scheduler: Any, app: Flask) -> Any:
     for job in JOBS:
         scheduler.add_job(
             run_job, "interval", args=[app, job], seconds=job.seconds, id=job.id, name=job.description,
+            # Every process ticks on the same instants (multiples of the interval since the
+            # epoch), so "once per tick" means the same tick everywhere.
+            start_date=datetime.fromtimestamp((time.time() // job.seconds + 1) * job.seconds, UTC),
             replace_existing=True, coalesce=True, max_instances=1, misfire_grace_time=max(job.seconds * 2, 30),
         )  # fmt: skip
     return scheduler

@@ -202,13 +202,16 @@ def _snapshot(
 
 def run_source(
     factory: sessionmaker[Session], code: str, *, trigger: str = "manual", file_bytes: bytes | None = None,
-    tools: runs.Tools | None = None, options: dict[str, Any] | None = None,
+    tools: runs.Tools | None = None, options: dict[str, Any] | None = None, if_due: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Run one reconcile cycle of a source feed now; returns the run's record."""
     tools = tools or runs.Tools()
     name = f"feed:{code}"
     if not runs.lease(factory, name, OWNER):
         raise runs.RunInProgress(f"a run of feed {code} is in progress")
+    if if_due and not runs.still_due(factory, code):
+        runs.release(factory, name, OWNER)
+        return {"run_id": None, "status": "skipped", "counts": {}, "report": {}}
     started = time.monotonic()
     run_id: int | None = None
     out = Outcome()

@@ -46,6 +46,7 @@ def upgrade() -> None:
     sa.Column('enabled', sa.Boolean(), server_default=sa.true(), nullable=False),
     sa.Column('watermark', sa.DateTime(timezone=True), nullable=True),
     sa.Column('orders_watermark', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('totals', sa.JSON(), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['channel_id'], ['channels.id'], name=op.f('fk_feeds_channel_id_channels')),
@@ -198,6 +199,7 @@ def upgrade() -> None:
     sa.Column('topic', sa.String(length=64), nullable=False),
     sa.Column('received_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('triggered_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('processed_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['feed_id'], ['feeds.id'], name=op.f('fk_sync_webhook_receipts_feed_id_feeds'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('feed_id', 'delivery_id', name=op.f('pk_sync_webhook_receipts'))
     )

@@ -1,0 +1,78 @@
+"""Sync commands: load feeds from YAML, list them, run one now and print its report."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import orjson
+import yaml
+from flask import current_app
+from flask.cli import AppGroup
+from pydantic import ValidationError
+
+from app.db import read_only, transaction
+from app.domain.errors import DomainError
+from app.schemas.sync import FeedsFile
+from app.services.sync import feeds
+
+
+def _factory() -> Any:
+    return current_app.extensions["session_factory"]
+
+
+def load_feeds_file(path: Path) -> FeedsFile:
+    """The YAML file as validated feeds; any fault is named by its field (feeds[i].field)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise click.ClickException(f"{path}: {exc}") from exc
+    try:
+        return FeedsFile.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise click.ClickException(f"{path}: the feeds are refused:\n" + "\n".join(lines)) from exc
+
+
+def register(sync_group: AppGroup) -> None:
+    @sync_group.command("load-feeds")
+    @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+    def load_feeds(path: Path) -> None:
+        """Create or replace every feed in a YAML file (all or none)."""
+        parsed = load_feeds_file(path)
+        try:
+            transaction(_factory(), lambda s: feeds.load_file(s, parsed.feeds))
+        except DomainError as exc:
+            errors = exc.details.get("errors") or []
+            detail = "\n".join(f"  {e['field']}: {e['message']}" for e in errors)
+            raise click.ClickException(f"{path}: {exc.message}\n{detail}") from exc
+        click.echo(f"{len(parsed.feeds)} feed(s) configured from {path}")
+
+    @sync_group.command("feeds")
+    def list_feeds() -> None:
+        """Every feed with its status and last run."""
+        with read_only(_factory()) as s:
+            for f in feeds.views(s):
+                last = f.last_run
+                when = last.started_at.isoformat(timespec="seconds") if last else "-"
+                click.echo(f"{f.code}\t{f.role}\t{f.connector}\t{f.status}\tlast run {when} {last.status if last else ''}")
+
+    @sync_group.command("run")
+    @click.argument("feed")
+    @click.option("--file", "file_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                  help="A CSV stock file to reconcile instead of the feed's URL")  # fmt: skip
+    @click.option("--kind", type=click.Choice(["reconcile", "push"]), default=None)
+    def run(feed: str, file_path: Path | None, kind: str | None) -> None:
+        """Run one feed now and print its report; exit 1 when the run failed."""
+        from app.sync.runner import run_feed
+
+        data = file_path.read_bytes() if file_path else None
+        try:
+            result = run_feed(_factory(), current_app.config, feed, kind=kind, trigger="cli", file_bytes=data)
+        except DomainError as exc:
+            raise click.ClickException(exc.message) from exc
+        click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2, default=str).decode())
+        if result["status"] == "failed":
+            sys.exit(1)
