@@ -13,7 +13,7 @@ import hashlib
 import hmac
 import math
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -109,15 +109,8 @@ class ShopifyConnector(ConnectorBase):
     """One shop over GraphQL: levels of the configured locations, available pushes, orders."""
 
     name = "shopify"
-    capabilities = frozenset(
-        {
-            Capability.SNAPSHOT,
-            Capability.PUSH_AVAILABLE,
-            Capability.CAS,
-            Capability.IDEMPOTENT_WRITES,
-            Capability.ORDERS,
-        }
-    )
+    capabilities = frozenset({Capability.SNAPSHOT, Capability.PUSH_AVAILABLE, Capability.CAS,
+                              Capability.IDEMPOTENT_WRITES, Capability.ORDERS})  # fmt: skip
 
     def __init__(self, conn: Connection) -> None:
         token = conn.secrets.get("token")
@@ -282,38 +275,16 @@ class ShopifyConnector(ConnectorBase):
 
     def parse_order(self, payload: Mapping[str, Any]) -> IncomingOrder:
         """An orders/create webhook (REST shape); pickup is unknowable here, so it says ship."""
-        problems: list[str] = []
-        external_id = _numeric(payload.get("id"))
-        if external_id is None:
-            problems.append(f"order id {payload.get('id')!r} is not a Shopify id")
-        lines: list[IncomingLine] = []
         items = payload.get("line_items")
-        if not isinstance(items, list) or not items:
-            problems.append("order has no line_items")
-            items = []
-        for i, li in enumerate(items):
-            if not isinstance(li, Mapping) or not _positive(li.get("quantity")):
-                problems.append(f"line {i}: quantity {_field(li, 'quantity')!r} is not a positive integer")
-                continue
+
+        def item_of(li: Mapping[str, Any]) -> str | None:  # REST line items rarely carry one
             inv = _numeric(li.get("inventory_item_id"))
-            lines.append(
-                IncomingLine(
-                    int(li["quantity"]),
-                    item_ref=f"gid://shopify/InventoryItem/{inv}" if inv else None,
-                    sku=_text(li.get("sku")),
-                )
-            )
-        customer = payload.get("customer")
-        address = payload.get("shipping_address")
-        return IncomingOrder(
-            external_id=external_id or "",
-            lines=lines,
-            customer_ref=_numeric(customer.get("id")) if isinstance(customer, Mapping) else None,
-            delivery=_ship(address, "zip", "latitude", "longitude"),
-            created_at=_parse_time(payload.get("created_at")),
-            problem="; ".join(problems) or None,
-            raw=dict(payload),
-        )
+            return f"gid://shopify/InventoryItem/{inv}" if inv else None
+
+        return _order(
+            payload, payload.get("id"), items if isinstance(items, list) else None, item_of,
+            _ship(payload.get("shipping_address")), payload.get("customer"), payload.get("created_at"), [],
+        )  # fmt: skip
 
 
 # ---------------------------------------------------------------- webhooks
@@ -422,28 +393,10 @@ def _graphql_order(node: Any) -> IncomingOrder:
     if not isinstance(node, Mapping):
         return IncomingOrder("", [], problem="order is not an object", raw={"node": node})
     problems: list[str] = []
-    external_id = _numeric(node.get("id"))
-    if external_id is None:
-        problems.append(f"order id {node.get('id')!r} is not a Shopify gid")
-    lines: list[IncomingLine] = []
-    items = node.get("lineItems")
-    nodes = items.get("nodes") if isinstance(items, Mapping) else None
-    if not isinstance(nodes, list) or not nodes:
-        problems.append("order has no readable lineItems")
-        nodes = []
-    elif _field(_get(items, "pageInfo"), "hasNextPage") is True:
+    items = _get(node, "lineItems")
+    if _field(_get(items, "pageInfo"), "hasNextPage") is True:
         problems.append("order has more than 250 line items")
-    for i, li in enumerate(nodes):
-        if not isinstance(li, Mapping) or not _positive(li.get("quantity")):
-            problems.append(f"line {i}: quantity {_field(li, 'quantity')!r} is not a positive integer")
-            continue
-        inv = _get(_get(li, "variant"), "inventoryItem").get("id")
-        lines.append(
-            IncomingLine(
-                int(li["quantity"]), item_ref=inv if isinstance(inv, str) else None, sku=_text(li.get("sku"))
-            )
-        )
-    delivery: Mapping[str, Any] = _ship(node.get("shippingAddress"), "zip", "latitude", "longitude")
+    delivery: Mapping[str, Any] = _ship(node.get("shippingAddress"))
     fulfillment = _get(node, "fulfillmentOrders").get("nodes")
     for fo in fulfillment if isinstance(fulfillment, list) else []:
         if _field(_get(fo, "deliveryMethod"), "methodType") == PICKUP:
@@ -452,25 +405,54 @@ def _graphql_order(node: Any) -> IncomingOrder:
             if delivery["location_ref"] is None:
                 problems.append("pickup order without an assigned location")
             break
-    customer = node.get("customer")
+
+    def item_of(li: Mapping[str, Any]) -> str | None:
+        inv = _field(_get(_get(li, "variant"), "inventoryItem"), "id")
+        return inv if isinstance(inv, str) else None
+
+    nodes = items.get("nodes")
+    return _order(
+        node, node.get("id"), nodes if isinstance(nodes, list) else None, item_of,
+        delivery, node.get("customer"), node.get("createdAt"), problems,
+    )  # fmt: skip
+
+
+def _order(
+    raw: Mapping[str, Any], order_id: Any, items: list[Any] | None,
+    item_of: Callable[[Mapping[str, Any]], str | None], delivery: Mapping[str, Any],
+    customer: Any, created: Any, problems: list[str],
+) -> IncomingOrder:  # fmt: skip
+    """Both order shapes end here: every unreadable line is named, the order is kept with its raw."""
+    external_id = _numeric(order_id)
+    if external_id is None:
+        problems.append(f"order id {order_id!r} is not a Shopify id")
+    if not items:
+        problems.append("order has no readable line items")
+    lines: list[IncomingLine] = []
+    for i, li in enumerate(items or []):
+        if not isinstance(li, Mapping) or not _positive(li.get("quantity")):
+            problems.append(f"line {i}: quantity {_field(li, 'quantity')!r} is not a positive integer")
+            continue
+        lines.append(IncomingLine(int(li["quantity"]), item_ref=item_of(li), sku=_text(li.get("sku"))))
     return IncomingOrder(
         external_id=external_id or "",
         lines=lines,
-        customer_ref=_numeric(customer.get("id")) if isinstance(customer, Mapping) else None,
+        customer_ref=_numeric(_field(customer, "id")),
         delivery=delivery,
-        created_at=_parse_time(node.get("createdAt")),
+        created_at=_parse_time(created),
         problem="; ".join(problems) or None,
-        raw=dict(node),
+        raw=dict(raw),
     )
 
 
-def _ship(address: Any, zip_key: str, lat_key: str, lon_key: str) -> dict[str, Any]:
+def _ship(address: Any) -> dict[str, Any]:
+    """Ship to the address's postcode and, when the shop geocoded it, its coordinates."""
     delivery: dict[str, Any] = {"type": "ship"}
     if not isinstance(address, Mapping):
         return delivery
-    if _text(address.get(zip_key)):
-        delivery["postcode"] = str(address[zip_key]).strip()
-    lat, lon = address.get(lat_key), address.get(lon_key)
+    if _text(address.get("zip")):
+        delivery["postcode"] = str(address["zip"]).strip()
+    lat, lon = address.get("latitude"), address.get("longitude")
     if isinstance(lat, int | float) and isinstance(lon, int | float) and not isinstance(lat, bool):
         delivery["lat"], delivery["lon"] = float(lat), float(lon)
     return delivery

@@ -206,6 +206,19 @@ def test_replaying_the_same_key_does_not_apply_twice(shop: FakeShopify, fake_tim
     assert shop.available(item, WAREHOUSE) == 9
 
 
+def test_a_write_whose_answer_was_lost_is_resent_and_applied_once(
+    shop: FakeShopify, fake_time: FakeTime
+) -> None:
+    item = shop.add_item("IPOD2008PINK", levels={WAREHOUSE: 10})
+    shop.fault(method="POST", path="/admin/api/", action="drop_after")  # applied, then the line drops
+
+    [result] = connect(shop, fake_time).push_available([update(item, 7, 10, "k-lost")])
+
+    assert result.status is PushStatus.APPLIED  # the replayed first answer, not a CAS failure
+    assert len(shop.calls("POST", "/admin/api/")) == 2 and len(fake_time.sleeps) == 1
+    assert shop.applied == 1 and shop.available(item, WAREHOUSE) == 7
+
+
 def test_same_key_with_other_input_is_rejected_with_the_vendor_code(
     shop: FakeShopify, fake_time: FakeTime
 ) -> None:
