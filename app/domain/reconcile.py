@@ -36,15 +36,14 @@ def whole_units(q: Decimal | None) -> int | None:
     return n if -(2**31) < n < 2**31 else None
 
 
-def is_quiet(
-    read_at: datetime,
-    covered_until: datetime,
-    settle: timedelta,
-    recent: list[datetime] | tuple[datetime, ...],
-) -> bool:
-    """Quiet: no fact visible to the feed for this key was recorded by the vendor in (T - settle, W]."""
+def is_quiet(read_at: datetime, settle: timedelta, recent: list[datetime] | tuple[datetime, ...]) -> bool:
+    """Quiet: no fact visible to the feed for this key was recorded by the vendor after T - settle.
+
+    §9.3 bounds the window above by W; every visible fact we hold was recorded at or before W
+    (the feed returned it by then), except that W comes from a Date header with whole seconds
+    while the facts carry milliseconds, so no upper bound is the same rule without that hole."""
     lo = read_at - settle
-    return not any(lo < at <= covered_until for at in recent)
+    return not any(at > lo for at in recent)
 
 
 def decide(
@@ -66,7 +65,7 @@ def decide(
     w = covered_until if covered_until is not None else read_at
     if w < read_at:
         return Decision(Verdict.DEFER, 0, "the change feed does not yet cover the read")
-    if not is_quiet(read_at, w, settle, recent):
+    if not is_quiet(read_at, settle, recent):
         return Decision(Verdict.DEFER, 0, "the key moved around the time it was read")
     drift = vendor_qty - visible_qty
     if drift == 0:

@@ -73,7 +73,9 @@ def _policy() -> orders.Policy:
 
 @bp.post("/orders", responses={201: OrderOut, 200: OrderOut, **WRITE_PROBLEMS})
 @roles("storefront", "ops")
-@documented_headers(**{"Idempotency-Key": "Retries with the same key return the same order (1-200 printable chars)"})
+@documented_headers(
+    **{"Idempotency-Key": "Retries with the same key return the same order (1-200 printable chars)"}
+)
 def place_order(body: OrderIn) -> ApiResult:
     """Route and reserve an order; the same Idempotency-Key or external_id returns the same order.
 
@@ -157,7 +159,10 @@ def record_return(path: OrderPath, body: ReturnIn) -> ApiResult:
 
 def _transition(fid: int, target: Status) -> ApiResult:
     scope = principal().scope()
-    return respond(FulfilmentOut, transaction(session_factory(), lambda s: orders.transition(s, fid, target, scope=scope)))
+    return respond(
+        FulfilmentOut,
+        transaction(session_factory(), lambda s: orders.transition(s, fid, target, scope=scope)),
+    )
 
 
 @bp.get("/fulfilments/<int:id>", responses={200: FulfilmentOut, **READ_PROBLEMS})

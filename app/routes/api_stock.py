@@ -81,7 +81,9 @@ def set_safety_stock(path: LevelPath, body: SafetyStockIn) -> ApiResult:
     """Override the units of one SKU held back from online channels at one location."""
     level = transaction(
         session_factory(),
-        lambda s: stock.set_safety_stock(s, sku=path.sku, location=path.location, safety_stock=body.safety_stock),
+        lambda s: stock.set_safety_stock(
+            s, sku=path.sku, location=path.location, safety_stock=body.safety_stock
+        ),
     )
     return respond(LevelOut, level)
 
@@ -96,6 +98,11 @@ def availability(query: AvailabilityQuery) -> ApiResult:
         raise InvalidInput("too many SKUs", [{"field": "skus", "message": f"at most {limit}"}])
     with read_only(session_factory()) as session:
         found = stock_reads.availability(
-            session, sku_codes=codes, channel=query.channel, lat=query.lat, lon=query.lon, location=query.location
+            session,
+            sku_codes=codes,
+            channel=query.channel,
+            lat=query.lat,
+            lon=query.lon,
+            location=query.location,
         )
     return respond(AvailabilityOut, found)

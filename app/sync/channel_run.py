@@ -207,7 +207,7 @@ def run_channel(
             return transaction(factory, commit)
         except Exception as exc:
             error = runs.describe(exc)
-            log.warning("feed run failed", extra={"feed": code, "run_id": rid, "error": error})
+            log.warning("feed run failed", extra={"feed": code, "run_id": rid, "error": error}, exc_info=True)
             out = {k: int(v) for k, v in counts.items()}
             transaction(
                 factory,

@@ -49,21 +49,27 @@ class SyncCollector(Collector):
                         select(SyncRun.feed_id, func.max(SyncRun.finished_at))
                         .where(SyncRun.status == "succeeded")
                         .group_by(SyncRun.feed_id)
-                    ).tuples()
+                    )
+                    .tuples()
+                    .all()
                 )
                 disc = dict(
                     s.execute(
                         select(Discrepancy.feed_id, func.count())
                         .where(Discrepancy.status == "open")
                         .group_by(Discrepancy.feed_id)
-                    ).tuples()
+                    )
+                    .tuples()
+                    .all()
                 )
                 quar = dict(
                     s.execute(
                         select(Quarantine.feed_id, func.count())
                         .where(Quarantine.status == "open")
                         .group_by(Quarantine.feed_id)
-                    ).tuples()
+                    )
+                    .tuples()
+                    .all()
                 )
         except Exception:  # a scrape must answer even when the database does not
             return

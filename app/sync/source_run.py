@@ -282,7 +282,7 @@ def run_source(
             return result
         except Exception as exc:
             error = runs.describe(exc)
-            log.warning("feed run failed", extra={"feed": code, "run_id": rid, "error": error})
+            log.warning("feed run failed", extra={"feed": code, "run_id": rid, "error": error}, exc_info=True)
             counts = {k: int(v) for k, v in out.counts.items()}
 
             def fail(s: Session) -> None:

@@ -53,15 +53,19 @@ def view(session: Session, d: Discrepancy) -> DiscrepancyView:
 
 def views(session: Session, rows: list[Discrepancy]) -> list[DiscrepancyView]:
     skus = dict(
-        session.execute(select(Sku.id, Sku.code).where(Sku.id.in_({d.sku_id for d in rows}))).tuples()
+        session.execute(select(Sku.id, Sku.code).where(Sku.id.in_({d.sku_id for d in rows}))).tuples().all()
     )
     locs = dict(
         session.execute(
             select(Location.id, Location.code).where(Location.id.in_({d.location_id for d in rows}))
-        ).tuples()
+        )
+        .tuples()
+        .all()
     )
     feeds = dict(
-        session.execute(select(Feed.id, Feed.code).where(Feed.id.in_({d.feed_id for d in rows}))).tuples()
+        session.execute(select(Feed.id, Feed.code).where(Feed.id.in_({d.feed_id for d in rows})))
+        .tuples()
+        .all()
     )
     return [
         DiscrepancyView(

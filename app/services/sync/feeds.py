@@ -65,7 +65,9 @@ def upsert(session: Session, cfg: FeedIn, *, field_prefix: str = "") -> Feed:
     locs: dict[str, int] = {}
     if loc_codes:
         locs = dict(
-            session.execute(select(Location.code, Location.id).where(Location.code.in_(loc_codes))).tuples()
+            session.execute(select(Location.code, Location.id).where(Location.code.in_(loc_codes)))
+            .tuples()
+            .all()
         )
     for ref, code in cfg.locations.items():
         if code and code not in locs:
@@ -74,7 +76,7 @@ def upsert(session: Session, cfg: FeedIn, *, field_prefix: str = "") -> Feed:
     skus: dict[str, int] = {}
     for start in range(0, len(sku_codes), 5000):
         part = sorted(sku_codes)[start : start + 5000]
-        skus.update(session.execute(select(Sku.code, Sku.id).where(Sku.code.in_(part))).tuples())
+        skus.update(session.execute(select(Sku.code, Sku.id).where(Sku.code.in_(part))).tuples().all())
     for ref, code in cfg.items.items():
         if code not in skus:
             errors.append({"field": f"{field_prefix}items.{ref}", "message": f"no SKU {code!r}"})
@@ -144,18 +146,20 @@ class FeedMap:
 
 def load_map(session: Session, feed: Feed) -> FeedMap:
     items = dict(
-        session.execute(
-            select(FeedItem.item_ref, FeedItem.sku_id).where(FeedItem.feed_id == feed.id)
-        ).tuples()
+        session.execute(select(FeedItem.item_ref, FeedItem.sku_id).where(FeedItem.feed_id == feed.id))
+        .tuples()
+        .all()
     )
     locations = dict(
         session.execute(
             select(FeedLocation.location_ref, FeedLocation.location_id).where(FeedLocation.feed_id == feed.id)
-        ).tuples()
+        )
+        .tuples()
+        .all()
     )
     by_sku = None
     if (feed.options or {}).get("match_items_by_sku"):
-        by_sku = dict(session.execute(select(Sku.code, Sku.id).where(Sku.active.is_(True))).tuples())
+        by_sku = dict(session.execute(select(Sku.code, Sku.id).where(Sku.active.is_(True))).tuples().all())
     return FeedMap(items, locations, by_sku)
 
 
@@ -264,8 +268,8 @@ def views(
     if not feeds:
         return []
     ids = [f.id for f in feeds]
-    channels = dict(session.execute(select(Channel.id, Channel.code)).tuples())
-    loc_codes = dict(session.execute(select(Location.id, Location.code)).tuples())
+    channels = dict(session.execute(select(Channel.id, Channel.code)).tuples().all())
+    loc_codes = dict(session.execute(select(Location.id, Location.code)).tuples().all())
     locs: dict[int, dict[str, str | None]] = {}
     for fid, ref, lid in session.execute(
         select(FeedLocation.feed_id, FeedLocation.location_ref, FeedLocation.location_id).where(
@@ -276,7 +280,9 @@ def views(
     mapped = dict(
         session.execute(
             select(FeedItem.feed_id, func.count()).where(FeedItem.feed_id.in_(ids)).group_by(FeedItem.feed_id)
-        ).tuples()
+        )
+        .tuples()
+        .all()
     )
     last_ids = (
         select(func.max(SyncRun.id)).where(SyncRun.feed_id.in_(ids)).group_by(SyncRun.feed_id, SyncRun.kind)
@@ -290,7 +296,9 @@ def views(
             select(SyncRun.feed_id, func.max(SyncRun.finished_at))
             .where(SyncRun.feed_id.in_(ids), SyncRun.status == "succeeded")
             .group_by(SyncRun.feed_id)
-        ).tuples()
+        )
+        .tuples()
+        .all()
     )
     disc = _open_counts(session, Discrepancy, ids)
     quar = _open_counts(session, Quarantine, ids)
@@ -320,9 +328,13 @@ def views(
 def _open_counts(
     session: Session, model: type[Discrepancy] | type[Quarantine], ids: list[int]
 ) -> dict[int, int]:
-    rows = session.execute(
-        select(model.feed_id, func.count())
-        .where(model.feed_id.in_(ids), model.status == "open")
-        .group_by(model.feed_id)
-    ).tuples()
+    rows = (
+        session.execute(
+            select(model.feed_id, func.count())
+            .where(model.feed_id.in_(ids), model.status == "open")
+            .group_by(model.feed_id)
+        )
+        .tuples()
+        .all()
+    )
     return {fid: int(n) for fid, n in rows}

@@ -32,7 +32,7 @@ def _command(session: Session, feed: Feed, fmap: FeedMap, order: IncomingOrder) 
     channel = session.get(Channel, feed.channel_id) if feed.channel_id else None
     if channel is None:
         return "the feed has no channel"
-    codes = dict(session.execute(select(Sku.id, Sku.code)).tuples()) if order.lines else {}
+    codes = dict(session.execute(select(Sku.id, Sku.code)).tuples().all()) if order.lines else {}
     lines: dict[str, int] = {}
     for i, line in enumerate(order.lines):
         sku_id = fmap.sku_id(line.item_ref or "", line.sku) if line.item_ref else None

@@ -20,7 +20,7 @@ def _feed_id(session: Session, code: str | None) -> int | None:
 
 
 def _codes(session: Session) -> dict[int, str]:
-    return dict(session.execute(select(Feed.id, Feed.code)).tuples())
+    return dict(session.execute(select(Feed.id, Feed.code)).tuples().all())
 
 
 def runs(

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, text, tuple_, update
+from sqlalchemy import Integer, column, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
+from app.db import UTCDateTime
 from app.domain import reconcile as rules
 from app.domain.ledger import Deltas, Kind
 from app.models import Movement
@@ -161,7 +162,8 @@ def import_changes(
 
 
 _DIFFS = """
-SELECT s.sku_id, s.location_id, s.qty, s.vendor_time, COALESCE(l.on_hand, 0), COALESCE(p.pending, 0)
+SELECT s.sku_id, s.location_id, s.qty, s.vendor_time, COALESCE(l.on_hand, 0) AS on_hand,
+       COALESCE(p.pending, 0) AS pending
 FROM sync_snapshot_rows s
 LEFT JOIN stock_levels l ON l.sku_id = s.sku_id AND l.location_id = s.location_id
 LEFT JOIN (
@@ -240,7 +242,15 @@ def reconcile_staged(
     """Compare every quiet staged row with the ledger as the feed sees it; apply, hold or defer."""
     cfg = settings_of(feed)
     settle = timedelta(seconds=cfg.settle_s)
-    diffs = session.execute(text(_DIFFS).bindparams(feed=feed.id, run=run_id)).all()
+    stmt = (
+        text(_DIFFS)
+        .bindparams(feed=feed.id, run=run_id)
+        .columns(
+            column("sku_id", Integer), column("location_id", Integer), column("qty", Integer),
+            column("vendor_time", UTCDateTime), column("on_hand", Integer), column("pending", Integer),
+        )
+    )
+    diffs = session.execute(stmt).all()
     states = {
         (k.sku_id, k.location_id): k
         for k in session.scalars(select(KeyState).where(KeyState.feed_id == feed.id))

@@ -33,7 +33,7 @@ def targets(
         one = fmap.locations[loc_ref]
         wanted.append((item_ref, loc_ref, sku_id, [one] if one is not None else sorted(channel_locs)))
     keys = sorted({(sku_id, loc) for _i, _l, sku_id, locs in wanted for loc in locs})
-    defaults = dict(session.execute(select(Location.id, Location.default_safety_stock)).tuples())
+    defaults = dict(session.execute(select(Location.id, Location.default_safety_stock)).tuples().all())
     active = set(session.scalars(select(Location.id).where(Location.active.is_(True))))
     free: dict[tuple[int, int], int] = {}
     for start in range(0, len(keys), 500):
