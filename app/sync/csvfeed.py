@@ -13,7 +13,7 @@ import csv
 import gc
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
@@ -43,21 +43,15 @@ MAX_LISTED = 1000  # a garbage file of a million lines must not build a million 
 # One shared empty mapping: good rows keep no raw copy (a million dicts would cost ~64 MB).
 _NO_RAW: MappingProxyType[str, Any] = MappingProxyType({})
 
-_COLUMNS = {
-    "sku": "sku",
-    "location": "location",
-    "locationcode": "location",
-    "onhand": "on_hand",
-    "qty": "on_hand",
-    "quantity": "on_hand",
-    "asof": "as_of",
-}
+# Header names with case, spaces, "_" and "-" removed -> the canonical column.
+_COLUMNS = {"sku": "sku", "location": "location", "locationcode": "location", "asof": "as_of"}
+_COLUMNS.update(dict.fromkeys(("onhand", "qty", "quantity"), "on_hand"))
 _EXCEL_ERRORS = frozenset({"#N/A", "#VALUE!", "#REF!", "#NAME?", "#DIV/0!", "#NUM!", "#NULL!", "#SPILL!"})
 # How Excel prints a long barcode it turned into a number ("4.00638E+12"): the digits are gone.
 _SCIENTIFIC = re.compile(r"[0-9](?:[.,][0-9]+)?[eE][+-][0-9]+")
 
 
-def _fast_observation() -> Any:
+def _fast_observation() -> Callable[[str, str, Decimal, datetime | None, int], Observation]:
     """Observation(sku, loc, qty, when, True, sku, None, line, no raw) at half the cost.
 
     A frozen dataclass sets each field through object.__setattr__; for a million rows that is
