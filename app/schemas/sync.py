@@ -137,10 +137,6 @@ class FeedPath(PathModel):
     code: FeedCode
 
 
-class FeedRunQuery(Strict):
-    pass
-
-
 class RunOut(BaseModel):
     id: int
     feed: str
@@ -313,8 +309,3 @@ class InboundOrdersQuery(Strict):
     status: Literal["placed", "refused"] | None = None
     cursor: Cursor | None = None
     limit: PageSize = 100
-
-
-class WebhookAck(BaseModel):
-    status: Literal["accepted", "duplicate", "stale"]
-    triggered: str | None = None

@@ -88,13 +88,15 @@ def _ran_this_tick(app: Flask, job: Job) -> bool:
     )
 
 
-def run_job(app: Flask, job: Job) -> dict[str, Any] | None:
-    """Run a job once if no other process holds its lease; record the run; never raise."""
+def run_job(app: Flask, job: Job, tick: bool = False) -> dict[str, Any] | None:
+    """Run a job once if no other process holds its lease; record the run; never raise.
+
+    tick=True (the scheduler's calls): also skip when another process already ran this tick."""
     try:
         if not _acquire(app, job):
             log.debug("job %s is running elsewhere; skipped", job.id)
             return None
-        if _ran_this_tick(app, job):
+        if tick and _ran_this_tick(app, job):
             # Another scheduler process ran this tick already and has let go of the lease.
             _release(app, job)
             return None
@@ -127,7 +129,7 @@ def build(scheduler: Any, app: Flask) -> Any:
     """Add every job with a stable id: coalesced, never overlapping in this process."""
     for job in JOBS:
         scheduler.add_job(
-            run_job, "interval", args=[app, job], seconds=job.seconds, id=job.id, name=job.description,
+            run_job, "interval", args=[app, job, True], seconds=job.seconds, id=job.id, name=job.description,
             # Every process ticks on the same instants (multiples of the interval since the
             # epoch), so "once per tick" means the same tick everywhere.
             start_date=datetime.fromtimestamp((time.time() // job.seconds + 1) * job.seconds, UTC),

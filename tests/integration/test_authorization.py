@@ -93,6 +93,23 @@ TABLE: list[Call] = [
     Call("PATCH", "/webhooks/<int:id>", "/webhooks/{webhook}", (*ANON, 403, 403, 403, 200), body={"active": False}),
     Call("GET", "/events", "/events", (*ANON, 403, 403, 403, 200)),
     Call("DELETE", "/webhooks/<int:id>", "/webhooks/{webhook}", (*ANON, 403, 403, 403, 204)),
+    # sync: ops only (a run of a CSV feed with no file fails, and answers that run)
+    Call("POST", "/feeds", "/feeds", (*ANON, 403, 403, 403, 201),
+         body={"code": "shop-csv", "name": "CSV", "role": "source", "connector": "csv", "locations": {"A": "ST-A"}}),
+    Call("GET", "/feeds", "/feeds", (*ANON, 403, 403, 403, 200)),
+    Call("GET", "/feeds/<code>", "/feeds/shop-csv", (*ANON, 403, 403, 403, 200)),
+    Call("POST", "/feeds/<code>/run", "/feeds/shop-csv/run", (*ANON, 403, 403, 403, 200), body={}),
+    Call("GET", "/sync/runs", "/sync/runs", (*ANON, 403, 403, 403, 200)),
+    Call("GET", "/sync/runs/<int:run_id>", "/sync/runs/1", (*ANON, 403, 403, 403, 200)),
+    Call("GET", "/sync/discrepancies", "/sync/discrepancies", (*ANON, 403, 403, 403, 200)),
+    Call("POST", "/sync/discrepancies/<int:discrepancy_id>/accept", "/sync/discrepancies/999999/accept",
+         (*ANON, 403, 403, 403, 404), body={}),
+    Call("POST", "/sync/discrepancies/<int:discrepancy_id>/reject", "/sync/discrepancies/999999/reject",
+         (*ANON, 403, 403, 403, 404), body={}),
+    Call("GET", "/sync/quarantine", "/sync/quarantine", (*ANON, 403, 403, 403, 200)),
+    Call("POST", "/sync/quarantine/<int:quarantine_id>/resolve", "/sync/quarantine/999999/resolve",
+         (*ANON, 403, 403, 403, 404), body={"dismiss": True}),
+    Call("GET", "/sync/orders", "/sync/orders", (*ANON, 403, 403, 403, 200)),
 ]  # fmt: skip
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 from flask import Flask
 
-from app.services import ledger as ledger_service
 from app.db import read_only
+from app.services import ledger as ledger_service
 from app.sync.fakes.square import FakeSquare
 from tests.sync.conftest import LOCATION_MAIN, LOCATION_SECOND, VARIATION_A, VARIATION_B
 

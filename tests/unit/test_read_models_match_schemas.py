@@ -26,6 +26,9 @@ from app.domain import routing
 from app.services import catalog_views, stock, stock_reads, webhook_views
 from app.services import shortages as shortages_
 from app.services.orders import views as order_views
+from app.services.sync import discrepancies as sync_discrepancies
+from app.services.sync import feeds as sync_feeds
+from app.services.sync import reads as sync_reads
 
 # (read model, the *Out schema a route serialises it through)
 PAIRS: list[tuple[type, type[BaseModel]]] = [
@@ -60,6 +63,13 @@ PAIRS: list[tuple[type, type[BaseModel]]] = [
     (webhook_views.WebhookView, s.WebhookOut),
     (webhook_views.DeliveryView, s.DeliveryOut),
     (webhook_views.EventView, s.EventOut),
+    # sync
+    (sync_feeds.FeedView, s.FeedOut),
+    (sync_feeds.RunView, s.RunOut),
+    (sync_feeds.RunDetailView, s.RunDetailOut),
+    (sync_discrepancies.DiscrepancyView, s.DiscrepancyOut),
+    (sync_reads.QuarantineView, s.QuarantineOut),
+    (sync_reads.InboundOrderView, s.InboundOrderOut),
 ]
 
 # Modules that hold read models only: each of their classes must be in PAIRS.
@@ -68,7 +78,8 @@ READ_MODEL_MODULES: list[ModuleType] = [order_views, catalog_views, webhook_view
 # Lists and pages a route builds around read models ({"items": ..., "next_cursor": ...}).
 WRAPPERS: set[type[BaseModel]] = {
     s.LocationList, s.SkuList, s.ChannelList, s.MovementPage, s.LevelPage, s.OrderPage,
-    s.WebhookList, s.DeliveryList, s.EventPage,
+    s.WebhookList, s.DeliveryList, s.EventPage, s.FeedList, s.RunList, s.DiscrepancyList, s.QuarantineList,
+    s.InboundOrderList,
 }  # fmt: skip
 
 # Parts of an answer their service still builds as plain dicts, and why (a gap to close, not a rule).
