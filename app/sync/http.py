@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -30,9 +31,11 @@ def retry_after_seconds(value: str | None, now: datetime | None = None) -> float
         return None
     value = value.strip()
     try:
-        return max(float(value), 0.0)  # delta-seconds; Shopify sends "2.0"
+        seconds = float(value)  # delta-seconds; Shopify sends "2.0"
     except ValueError:
         pass
+    else:
+        return None if math.isnan(seconds) else max(seconds, 0.0)
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -92,6 +95,7 @@ class VendorHTTP:
         throttle: Callable[[requests.Response], float | None] | None = None,
         pace: Callable[[requests.Response], float | None] | None = None,
         rng: random.Random | None = None,
+        error_code: Callable[[requests.Response], str | None] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.session = session()
@@ -107,6 +111,7 @@ class VendorHTTP:
         self.sleep = sleep or time.sleep
         self.throttle = throttle
         self.pace = pace
+        self.error_code = error_code  # the vendor's own code of an error answer (SyncError.code)
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not secrecy
         self.requests_made = 0
         self.retries = 0
@@ -174,13 +179,26 @@ class VendorHTTP:
                     raise last from exc
                 self._wait(self._backoff(attempt), str(last), None)
                 continue
+            except (
+                requests.exceptions.ChunkedEncodingError,
+                requests.exceptions.ContentDecodingError,
+            ) as exc:
+                # The answer broke off mid-body: the request reached the vendor.
+                last = TransientError(f"{method} {url}: answer cut off: {str(exc)[:200]}")
+                if not idempotent:
+                    raise last from exc
+                self._wait(self._backoff(attempt), str(last), None)
+                continue
             if self.pace is not None:
                 ahead = self.pace(resp)
                 if ahead:
                     self._not_before = self.clock() + ahead
             status = resp.status_code
             if status == 429 or status == 503 or 500 <= status < 600:
-                advised = retry_after_seconds(resp.headers.get("Retry-After"), _now(self.clock))
+                # An HTTP-date Retry-After is on the vendor's clock: measure it from its Date header.
+                advised = retry_after_seconds(
+                    resp.headers.get("Retry-After"), vendor_time(resp) or _now(self.clock)
+                )
                 kind = RateLimited if status == 429 else TransientError
                 last = (
                     RateLimited(f"{method} {url}: HTTP 429 {_snippet(resp)}", retry_after=advised)
@@ -193,12 +211,21 @@ class VendorHTTP:
                 if attempt + 1 < self.attempts:
                     self._wait(wait, str(last), status)
                 continue
+            code = self.error_code(resp) if self.error_code is not None and status >= 400 else None
             if status in (401, 403):
-                raise AuthError(f"{method} {url}: HTTP {status} {_snippet(resp)}", status=status)
+                raise AuthError(f"{method} {url}: HTTP {status} {_snippet(resp)}", status=status, code=code)
             if status == 404:
-                raise NotFound(f"{method} {url}: HTTP 404 {_snippet(resp)}", status=404)
+                raise NotFound(f"{method} {url}: HTTP 404 {_snippet(resp)}", status=404, code=code)
             if 400 <= status < 500:
-                raise VendorRejected(f"{method} {url}: HTTP {status} {_snippet(resp)}", status=status)
+                raise VendorRejected(
+                    f"{method} {url}: HTTP {status} {_snippet(resp)}", status=status, code=code
+                )
+            if 300 <= status < 400:
+                # A redirected API call (a login page, a moved shop) is a setting to fix, not a blip.
+                where = resp.headers.get("Location", "")
+                raise VendorRejected(
+                    f"{method} {url}: HTTP {status} redirect to {where[:200]}", status=status
+                )
             if self.throttle is not None:
                 wait_more = self.throttle(resp)
                 if wait_more is not None:
