@@ -241,7 +241,12 @@ def serve_command(host: str, port: int, threads: int, with_scheduler: bool) -> N
     """Serve API and pages with gunicorn in one process (the embedded default)."""
     from app.server import serve
 
-    serve(current_app._get_current_object(), host, port, threads, with_scheduler=with_scheduler)  # type: ignore[attr-defined]
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    if app.config["DEMO_VENDORS"]:
+        from app import demo_sync
+
+        demo_sync.start(app, f"http://{host}:{port}")
+    serve(app, host, port, threads, with_scheduler=with_scheduler)
 
 
 def init_app(app: Flask) -> None:

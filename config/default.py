@@ -61,3 +61,7 @@ WEBHOOK_REST_S = 60
 EVENT_RETENTION_DAYS = 30
 # Job runs (deliver-webhooks alone records one every 5 s).
 JOB_RUN_RETENTION_DAYS = 14
+
+# The demo's outside systems: a Square POS and a Shopify shop served by the vendor fakes inside the
+# serving process (under /demo-vendors/), configured as feeds at start. Never on in production.
+DEMO_VENDORS = False

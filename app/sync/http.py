@@ -107,8 +107,8 @@ class VendorHTTP:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self.max_wait_s = max_wait_s
-        self.clock = clock or time.time
-        self.sleep = sleep or time.sleep
+        self.clock = clock if clock is not None else time.time
+        self.sleep = sleep if sleep is not None else time.sleep
         self.throttle = throttle
         self.pace = pace
         self.error_code = error_code  # the vendor's own code of an error answer (SyncError.code)

@@ -150,6 +150,18 @@ def finish_run(
     error: str | None,
     started: float,
 ) -> None:
+    run = s.get(SyncRun, run_id)
+    feed = s.get(Feed, run.feed_id) if run else None
+    if feed is not None:
+        totals = dict(feed.totals or {})
+        for name, n in (
+            (f"runs_{status}", 1), ("rows", counts.get("seen", 0) + counts.get("levels_seen", 0)),
+            ("adjustments", counts.get("adjusted", 0)), ("discrepancies", counts.get("discrepancies_new", 0)),
+            ("quarantined", counts.get("quarantined", 0)), ("pushed", counts.get("pushed", 0)),
+            ("orders_placed", counts.get("orders_placed", 0)), ("orders_refused", counts.get("orders_refused", 0)),
+        ):  # fmt: skip
+            totals[name] = int(totals.get(name, 0)) + int(n)
+        feed.totals = totals
     s.execute(
         update(SyncRun)
         .where(SyncRun.id == run_id)

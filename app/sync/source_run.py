@@ -76,6 +76,9 @@ def _push_back(
             if r.status is PushStatus.APPLIED:
                 row.status, row.acked_at, row.vendor_at = "acked", now, r.vendor_time or now
                 out.counts["pushed_back"] += 1
+            elif r.status is PushStatus.REJECTED and r.error_code == "IDEMPOTENCY_KEY_REUSED":
+                # An earlier try with this key reached the POS: its echo in the feed will ack it.
+                out.counts["push_back_awaiting_echo"] += 1
             elif r.status is PushStatus.REJECTED:
                 row.status, row.error = "rejected", (r.error_code or r.message or "rejected")[:500]
                 out.counts["push_back_rejected"] += 1

@@ -156,3 +156,14 @@ def test_an_offline_sale_absorbed_by_a_later_physical_count_ends_at_the_count(
     assert square_feed.count(VARIATION_A, LOCATION_SECOND) == 80
     assert on_hand("TEE", "ST-B") == 80
     _verify(app)
+
+
+def test_a_run_counts_into_the_feeds_totals_for_the_metrics(
+    app: Flask, square_feed: FakeSquare, run: Callable[..., dict[str, Any]]
+) -> None:
+    assert run()["status"] == "succeeded"
+    r = app.test_client().get("/metrics")
+    text = r.get_data(as_text=True)
+    assert 'omnistock_sync_runs_total{feed="pos",outcome="succeeded"} 1.0' in text
+    assert 'omnistock_sync_adjustments_total{feed="pos"} 3.0' in text
+    assert 'omnistock_sync_seconds_since_good_run{feed="pos"}' in text
