@@ -91,6 +91,24 @@ def _push_back(
     transaction(factory, record)
 
 
+class _Capped:
+    """Problems kept for quarantine, up to a bound: a feed whose mapping broke wholesale (a million
+    unknown rows) is reported by count, not held row by row in memory."""
+
+    LIMIT = 20_000
+
+    def __init__(self, into: list[Problem], *, counts: Counter[str]) -> None:
+        self.into = into
+        self.counts = counts
+
+    def append(self, p: Problem) -> None:
+        self.counts[f"problem_{p.kind}"] += 1
+        if len(self.into) < self.LIMIT:
+            self.into.append(p)
+        else:
+            self.counts["problems_not_kept"] += 1
+
+
 def _changes(
     connector: Connector, since: datetime | None, out: Outcome
 ) -> tuple[list[Change], datetime | None]:
@@ -121,7 +139,7 @@ def _snapshot(
             transaction(factory, lambda s: staging.stage(s, run_id, rows))
             batch.clear()
 
-    problems = out.problems
+    problems = _Capped(out.problems, counts=out.counts)
     counts = out.counts
     locations = fmap.locations
     for page in connector.pull_snapshot():
