@@ -175,7 +175,7 @@ class FeedOut(BaseModel):
     settings: dict[str, Any]
     enabled: bool
     watermark: datetime | None
-    status: str = Field(description="ok | failing | stale | never_run | disabled")
+    status: str = Field(description="ok | failing | stale | running | never_run | disabled")
     last_run: RunOut | None
     last_good_run_at: datetime | None
     seconds_since_good_run: int | None

@@ -21,10 +21,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+def _serve(tmp_path: Path, demo_vendors: bool) -> Iterator[tuple[str, dict[str, str]]]:
     env = {**os.environ, "OMNISTOCK_INSTANCE_PATH": str(tmp_path), "OMNISTOCK_LOG_FORMAT": "text",
-           "OMNISTOCK_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT)}  # fmt: skip
+           "OMNISTOCK_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT),
+           "OMNISTOCK_DEMO_VENDORS": "true" if demo_vendors else "false"}  # fmt: skip
     env.pop("OMNISTOCK_DATABASE_URL", None)
     flask = [sys.executable, "-m", "flask", "--app", "app"]
     subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
@@ -65,6 +65,17 @@ def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
             proc.stdout.close()
 
 
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    yield from _serve(tmp_path, demo_vendors=False)
+
+
+@pytest.fixture
+def served_with_vendors(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """The demo as ./scripts/demo runs it: the Square POS and Shopify shop fakes inside the process."""
+    yield from _serve(tmp_path, demo_vendors=True)
+
+
 def test_the_embedded_service_serves_the_demo_and_runs_its_scheduled_jobs(
     served: tuple[str, dict[str, str]], httpserver: HTTPServer
 ) -> None:
@@ -87,3 +98,30 @@ def test_the_embedded_service_serves_the_demo_and_runs_its_scheduled_jobs(
         time.sleep(0.2)
     assert httpserver.log, "the embedded scheduler never delivered the webhook"
     assert requests.get(base + "/api/swagger", timeout=5).status_code == 200
+
+
+def test_the_demo_reconciles_its_pos_and_takes_its_web_orders_in_on_its_own(
+    served_with_vendors: tuple[str, dict[str, str]],
+) -> None:
+    """The demo's planted differences: two adjusted, one discrepancy, one unknown item; two web orders."""
+    base, keys = served_with_vendors
+    ops = {"Authorization": f"Bearer {keys['ops']}"}
+    deadline = time.monotonic() + 40
+    feeds: dict[str, dict] = {}  # type: ignore[type-arg]
+    while time.monotonic() < deadline:
+        feeds = {
+            f["code"]: f for f in requests.get(base + "/api/v1/feeds", headers=ops, timeout=5).json()["items"]
+        }
+        if len(feeds) == 2 and all(f["last_good_run_at"] for f in feeds.values()):
+            break
+        time.sleep(0.5)
+    pos, web = feeds["pos-square"], feeds["web-shopify"]
+    assert pos["status"] == "ok" and web["status"] == "ok", feeds
+    runs = requests.get(
+        base + "/api/v1/sync/runs", params={"feed": "pos-square", "limit": 100}, headers=ops, timeout=5
+    )
+    first = runs.json()["items"][-1]["counts"]
+    assert (first["adjusted"], first["discrepancies"], first["quarantined"]) == (2, 1, 1), first
+    assert pos["open_discrepancies"] == 1 and pos["open_quarantine"] == 1
+    orders = requests.get(base + "/api/v1/sync/orders", headers=ops, timeout=5).json()["items"]
+    assert [o["status"] for o in orders] == ["placed", "placed"], orders

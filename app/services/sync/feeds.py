@@ -243,13 +243,16 @@ class FeedView:
 
 
 def feed_status(feed: Feed, last: SyncRun | None, last_good_at: datetime | None, now: datetime) -> str:
-    """ok, failing (the last run failed), stale (no good run for three cycles), never_run, disabled."""
+    """ok, failing (the last run failed), stale (no good run for three cycles), running (the first
+    run has not finished), never_run, disabled."""
     if not feed.enabled:
         return "disabled"
     if last is None:
         return "never_run"
     if last.status == "failed":
         return "failing"
+    if last_good_at is None:
+        return "running"  # its first run has not finished yet
     s = settings_of(feed)
     cycle = s.every_s if feed.role == "source" else s.push_every_s
     if last_good_at is None or (now - last_good_at).total_seconds() > 3 * cycle:
