@@ -246,8 +246,12 @@ def reconcile_staged(
         text(_DIFFS)
         .bindparams(feed=feed.id, run=run_id)
         .columns(
-            column("sku_id", Integer), column("location_id", Integer), column("qty", Integer),
-            column("vendor_time", UTCDateTime), column("on_hand", Integer), column("pending", Integer),
+            column("sku_id", Integer),
+            column("location_id", Integer),
+            column("qty", Integer),
+            column("vendor_time", UTCDateTime),
+            column("on_hand", Integer),
+            column("pending", Integer),
         )
     )
     diffs = session.execute(stmt).all()
@@ -258,7 +262,9 @@ def reconcile_staged(
     open_disc = {
         (d.sku_id, d.location_id): d
         for d in session.scalars(
-            select(Discrepancy).where(Discrepancy.feed_id == feed.id, Discrepancy.status == "open")
+            select(Discrepancy)
+            .where(Discrepancy.feed_id == feed.id, Discrepancy.status == "open")
+            .with_for_update()  # an accept or reject in flight finishes first
         )
     }
     diff_keys = {(r[0], r[1]) for r in diffs}
