@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +33,28 @@ def load_feeds_file(path: Path) -> FeedsFile:
     try:
         return FeedsFile.model_validate(data)
     except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise click.ClickException(f"{path}: the feeds are refused:\n" + "\n".join(lines)) from exc
+        lines = [f"  {_field(e['loc'], e['type'])}: {e['msg']}" for e in exc.errors(include_url=False)]
+        raise click.ClickException(
+            f"{path}: the feeds are refused (none configured):\n" + "\n".join(lines)
+        ) from exc
+
+
+# FeedIn's rules across fields are raised at the feed; each is about one field, named here.
+_RULE_FIELDS = {
+    "feed_role": "role", "feed_channel": "channel", "feed_credentials": "credentials", "feed_url": "base_url",
+    "feed_locations": "locations", "feed_items": "items",
+}  # fmt: skip
+
+
+def _field(loc: tuple[int | str, ...], kind: str) -> str:
+    """A pydantic location as the file's path: feeds[1].settings.every_s."""
+    parts = list(loc)
+    if kind in _RULE_FIELDS and len(parts) == 2:
+        parts.append(_RULE_FIELDS[kind])
+    out = ""
+    for part in parts:
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+    return out or "(file)"
 
 
 def register(sync_group: AppGroup) -> None:
@@ -57,22 +78,52 @@ def register(sync_group: AppGroup) -> None:
             for f in feeds.views(s):
                 last = f.last_run
                 when = last.started_at.isoformat(timespec="seconds") if last else "-"
-                click.echo(f"{f.code}\t{f.role}\t{f.connector}\t{f.status}\tlast run {when} {last.status if last else ''}")
+                click.echo(
+                    f"{f.code}\t{f.role}\t{f.connector}\t{f.status}\tlast run {when} {last.status if last else ''}"
+                )
 
     @sync_group.command("run")
     @click.argument("feed")
     @click.option("--file", "file_path", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                   help="A CSV stock file to reconcile instead of the feed's URL")  # fmt: skip
+    @click.option("--as-of", "as_of", default=None, metavar="ISO8601",
+                  help="When the file's counts were taken (with its UTC offset), for a file without an as_of column")  # fmt: skip
     @click.option("--kind", type=click.Choice(["reconcile", "push"]), default=None)
-    def run(feed: str, file_path: Path | None, kind: str | None) -> None:
+    def run(feed: str, file_path: Path | None, as_of: str | None, kind: str | None) -> None:
         """Run one feed now and print its report; exit 1 when the run failed."""
         from app.sync.runner import run_feed
 
         data = file_path.read_bytes() if file_path else None
+        options = {"as_of": _as_of(as_of)} if as_of is not None else None
         try:
-            result = run_feed(_factory(), current_app.config, feed, kind=kind, trigger="cli", file_bytes=data)
+            result = run_feed(
+                _factory(),
+                current_app.config,
+                feed,
+                kind=kind,
+                trigger="cli",
+                file_bytes=data,
+                options=options,
+            )
         except DomainError as exc:
             raise click.ClickException(exc.message) from exc
         click.echo(orjson.dumps(result, option=orjson.OPT_INDENT_2, default=str).decode())
+        connector = (result.get("report") or {}).get("connector") or {}
+        if data is not None and result["status"] == "succeeded" and connector.get("as_of_source") is None:
+            # Then the file counts as read now: sales since its export would be taken as not yet made.
+            click.echo(
+                "note: the file has no as_of column and no --as-of was given: it was read as of now", err=True
+            )
         if result["status"] == "failed":
             sys.exit(1)
+
+
+def _as_of(text: str) -> str:
+    """--as-of as an aware ISO 8601 time; a time without an offset would be read on whose clock?"""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.ClickException(f"--as-of {text!r}: as_of must be an ISO 8601 time") from None
+    if when.tzinfo is None:
+        raise click.ClickException(f"--as-of {text!r}: as_of needs its UTC offset (e.g. +00:00)")
+    return when.isoformat()

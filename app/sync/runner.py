@@ -21,8 +21,11 @@ from app.sync.source_run import run_source
 def run_feed(
     factory: sessionmaker[Session], config: Mapping[str, Any], code: str, *, kind: str | None = None,
     trigger: str = "manual", file_bytes: bytes | None = None, tools: runs.Tools | None = None, if_due: bool = False,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """One cycle of the feed now: reconcile for a source, order intake and push for a channel."""
+    """One cycle of the feed now: reconcile for a source, order intake and push for a channel.
+
+    options are connector options for this run only (a CSV upload's as_of)."""
     with read_only(factory) as s:
         role = feeds.get(s, code).role
     kind = kind or ("reconcile" if role == "source" else "push")
@@ -35,7 +38,9 @@ def run_feed(
         )
     _mark_hints(factory, code)
     if role == "source":
-        return run_source(factory, code, trigger=trigger, file_bytes=file_bytes, tools=tools, if_due=if_due)
+        return run_source(
+            factory, code, trigger=trigger, file_bytes=file_bytes, tools=tools, options=options, if_due=if_due
+        )
     return run_channel(
         factory, code, orders.policy_from_config(config), trigger=trigger, tools=tools, if_due=if_due
     )
@@ -60,9 +65,9 @@ def due_feeds(factory: sessionmaker[Session]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     with read_only(factory) as s:
         last = dict(
-            s.execute(
-                select(SyncRun.feed_id, func.max(SyncRun.started_at)).group_by(SyncRun.feed_id)
-            ).tuples()
+            s.execute(select(SyncRun.feed_id, func.max(SyncRun.started_at)).group_by(SyncRun.feed_id))
+            .tuples()
+            .all()
         )
         hinted = set(s.scalars(select(WebhookReceipt.feed_id).where(WebhookReceipt.processed_at.is_(None))))
         for feed in s.scalars(select(Feed).where(Feed.enabled.is_(True)).order_by(Feed.code)):

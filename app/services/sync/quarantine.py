@@ -11,11 +11,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from app.domain.errors import InvalidInput, NotFound
-from app.models_sync import Feed, Quarantine
+from app.models import Location
+from app.models_sync import Feed, FeedLocation, Quarantine
 from app.services.sync import feeds
 
 MAX_PER_RUN = 5000  # distinct entries a run records; the rest are counted in its report
@@ -106,10 +107,43 @@ def resolve(
                 "this entry is not about a location",
                 [{"field": "location", "message": "not a location problem"}],
             )
+        taken = session.scalar(
+            select(FeedLocation.location_ref)
+            .join(Location, Location.id == FeedLocation.location_id)
+            .where(
+                FeedLocation.feed_id == feed.id,
+                Location.code == location,
+                FeedLocation.location_ref != q.location_ref,
+            )
+        )
+        if feed.role == "source" and taken is not None:
+            # Two of a source's locations feeding one of ours would each overwrite the other's counts.
+            raise InvalidInput(
+                "that location is already fed from another reference",
+                [{"field": "location", "message": f"{location} is already mapped from {taken!r}"}],
+            )
         feeds.map_location(session, feed, q.location_ref, location)
         done.append(f"mapped location {q.location_ref} to {location}")
     if not done and dismiss:
         done.append("dismissed")
-    q.status, q.resolved_at = "resolved", now
-    q.resolution = ("; ".join(done) + (f" ({note})" if note else ""))[:500]
+    resolution = ("; ".join(done) + (f" ({note})" if note else ""))[:500]
+    q.status, q.resolved_at, q.resolution = "resolved", now, resolution
+    # One mapping cures every row that waited on it (the item at each store, each item at the
+    # store): those entries close with it rather than stay open for ops to resolve one by one.
+    cured = []
+    if sku:
+        cured.append((Quarantine.kind == "unknown_item") & (Quarantine.item_ref == q.item_ref))
+    if location:
+        cured.append((Quarantine.kind == "unknown_location") & (Quarantine.location_ref == q.location_ref))
+    if cured:
+        session.execute(
+            update(Quarantine)
+            .where(
+                Quarantine.feed_id == q.feed_id,
+                Quarantine.status == "open",
+                Quarantine.id != q.id,
+                or_(*cured),
+            )
+            .values(status="resolved", resolved_at=now, resolution=f"{resolution} (with entry {q.id})"[:500])
+        )
     return q
