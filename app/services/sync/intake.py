@@ -6,9 +6,11 @@ Idempotent by the shop's order id; an order that cannot be served is recorded wi
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -25,27 +27,29 @@ def _known(session: Session, feed_id: int, external_id: str) -> InboundOrder | N
     return session.get(InboundOrder, (feed_id, external_id))
 
 
-def _command(session: Session, feed: Feed, fmap: FeedMap, order: IncomingOrder) -> orders.PlaceOrder | str:
+def _command(
+    session: Session, feed: Feed, fmap: FeedMap, order: IncomingOrder, ext: str
+) -> orders.PlaceOrder | str:
     """The order as a PlaceOrder, or the reason it cannot be one."""
     if order.problem:
         return order.problem
     channel = session.get(Channel, feed.channel_id) if feed.channel_id else None
     if channel is None:
         return "the feed has no channel"
-    codes = dict(session.execute(select(Sku.id, Sku.code)).tuples().all()) if order.lines else {}
-    lines: dict[str, int] = {}
+    by_id: dict[int, int] = {}
     for i, line in enumerate(order.lines):
-        sku_id = fmap.sku_id(line.item_ref or "", line.sku) if line.item_ref else None
+        # Only the feed's mapping names our SKU: a shop SKU text that happens to equal one of our
+        # codes is a match only when the feed opted into matching by SKU (match_items_by_sku).
+        sku_id = fmap.sku_id(line.item_ref, line.sku) if line.item_ref else None
         if sku_id is None and line.sku and fmap.by_sku is not None:
             sku_id = fmap.by_sku.get(line.sku)
-        if sku_id is None and line.sku:
-            sku_id = session.scalar(select(Sku.id).where(Sku.code == line.sku))
         if sku_id is None:
             return f"line {i + 1}: item {line.item_ref or line.sku!r} is not mapped to a SKU"
         if line.qty <= 0:
             return f"line {i + 1}: quantity {line.qty} is not positive"
-        code = codes[sku_id]
-        lines[code] = lines.get(code, 0) + line.qty
+        by_id[sku_id] = by_id.get(sku_id, 0) + line.qty
+    codes = dict(session.execute(select(Sku.id, Sku.code).where(Sku.id.in_(by_id))).tuples().all())
+    lines = {codes[sku_id]: qty for sku_id, qty in by_id.items()}
     if not lines:
         return "the order has no lines"
     d = order.delivery
@@ -63,12 +67,20 @@ def _command(session: Session, feed: Feed, fmap: FeedMap, order: IncomingOrder) 
             delivery = orders.Delivery(type="ship", postcode=str(d["postcode"]).strip().upper()[:16])
         else:
             return "the order has neither a pickup store nor a delivery address we can place"
-    ext = order.external_id[:100]
     return orders.PlaceOrder(
         channel=channel.code, lines=tuple(sorted(lines.items())), delivery=delivery, external_id=ext,
         customer_ref=(order.customer_ref or None) and str(order.customer_ref)[:200],
         idempotency_key=f"{feed.code}:{ext}",
     )  # fmt: skip
+
+
+def external_key(order: IncomingOrder) -> str:
+    """The key an order is kept under: the shop's id, or (unreadable id) a digest of what came,
+    so two unreadable orders are two rows rather than one overwriting the other."""
+    if order.external_id:
+        return order.external_id[:100]
+    digest = hashlib.sha256(orjson.dumps(order.raw, default=str, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    return f"unreadable:{digest[:64]}"
 
 
 def take(
@@ -79,17 +91,19 @@ def take(
     policy: orders.Policy,
     attempts: int = 3,
 ) -> str:
-    """Place one incoming order (or record why not); returns placed | duplicate | refused."""
+    """Place one incoming order (or record why not); returns placed | duplicate | refused |
+    still_refused (refused before: tried again, since a mapping or stock may have come since)."""
+    ext = external_key(order)
 
-    def prepare(session: Session) -> orders.PlaceOrder | str | None:
-        known = _known(session, feed_id, order.external_id)
+    def prepare(session: Session) -> tuple[orders.PlaceOrder | str | None, bool]:
+        known = _known(session, feed_id, ext)
         if known is not None and known.status == "placed":
-            return None
+            return None, True
         feed = session.get(Feed, feed_id)
         assert feed is not None  # noqa: S101 - the run holds the feed
-        return _command(session, feed, fmap, order)
+        return _command(session, feed, fmap, order, ext), known is not None
 
-    cmd = transaction(factory, prepare)
+    cmd, seen = transaction(factory, prepare)
     if cmd is None:
         return "duplicate"
     order_id: int | None = None
@@ -104,32 +118,28 @@ def take(
             reason = f"{refused.code}: {refused.message}"
     now = utcnow()
     raw: dict[str, Any] = _safe(order.raw)
+    status = "placed" if order_id else "refused"
+    reason = reason and reason[:1000]
 
     def record(session: Session) -> None:
-        row = _known(session, feed_id, order.external_id)
+        row = _known(session, feed_id, ext)
         if row is None:
             session.add(
                 InboundOrder(
-                    feed_id=feed_id, external_id=order.external_id[:100], status="placed" if order_id else "refused",
-                    order_id=order_id, reason=reason and reason[:1000], raw=raw, received_at=now, attempts=1,
+                    feed_id=feed_id, external_id=ext, status=status, order_id=order_id, reason=reason,
+                    raw=raw, received_at=now, attempts=1,
                 )
             )  # fmt: skip
         else:
             row.attempts += 1
-            row.status, row.order_id, row.reason, row.raw = (
-                ("placed" if order_id else "refused"),
-                order_id,
-                reason,
-                raw,
-            )
+            row.status, row.order_id, row.reason, row.raw = status, order_id, reason, raw
 
     transaction(factory, record)
-    return "placed" if order_id else "refused"
+    # A refusal is counted once per order, not once per run that sees it again.
+    return "still_refused" if status == "refused" and seen else status
 
 
 def _safe(raw: Any) -> dict[str, Any]:
-    import orjson
-
     try:
         out = orjson.loads(orjson.dumps(raw, default=str))
         return out if isinstance(out, dict) else {"value": out}

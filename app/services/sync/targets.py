@@ -18,20 +18,24 @@ def targets(
     session: Session, feed: Feed, fmap: FeedMap, refs: Iterable[tuple[str, str, str | None]]
 ) -> dict[tuple[str, str], int]:
     """ATS per (item_ref, location_ref): free units (after reservations and safety stock) less the
-    feed's buffer, summed over the channel's locations, or one location when the ref names one."""
+    feed's buffer, for the one location a ref names, or summed over the channel's locations that
+    no ref of this feed names on its own."""
     buffer = settings_of(feed).safety_buffer
     channel_locs = set(
         session.scalars(
             select(ChannelLocation.location_id).where(ChannelLocation.channel_id == feed.channel_id)
         )
     )
+    # A store the shop sells through its own location is left out of the whole-channel figure,
+    # or the shop would offer the same units twice (once per location).
+    rest = sorted(channel_locs - {loc for loc in fmap.locations.values() if loc is not None})
     wanted: list[tuple[str, str, int, list[int]]] = []
     for item_ref, loc_ref, sku_text in refs:
         sku_id = fmap.sku_id(item_ref, sku_text)
         if sku_id is None or loc_ref not in fmap.locations:
             continue
         one = fmap.locations[loc_ref]
-        wanted.append((item_ref, loc_ref, sku_id, [one] if one is not None else sorted(channel_locs)))
+        wanted.append((item_ref, loc_ref, sku_id, [one] if one is not None else rest))
     keys = sorted({(sku_id, loc) for _i, _l, sku_id, locs in wanted for loc in locs})
     defaults = dict(session.execute(select(Location.id, Location.default_safety_stock)).tuples().all())
     active = set(session.scalars(select(Location.id).where(Location.active.is_(True))))
