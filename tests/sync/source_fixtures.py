@@ -17,6 +17,7 @@ from app.db import read_only, utcnow
 from app.models import Movement
 from app.models_sync import Discrepancy, Quarantine
 from app.sync.fakes.csvfile import FakeCsvHost
+from app.sync.fakes.woocommerce import FakeWoo
 from tests.conftest import Api
 
 FEED = "shopfile"
@@ -109,3 +110,38 @@ def ledger_state(app: Flask) -> dict[str, Any]:
                 (d.sku_id, d.location_id, d.status, d.drift) for d in s.scalars(select(Discrepancy))
             ),
         }
+
+
+WOO_FEED = "woo"
+
+
+@pytest.fixture
+def woo() -> Iterator[FakeWoo]:
+    shop = FakeWoo()
+    shop.start()
+    yield shop
+    shop.stop()
+
+
+@pytest.fixture
+def woo_feed(
+    app: Flask, network: Callable[..., None], configure: Callable[..., None], woo: FakeWoo,
+    receive: Callable[..., Any], monkeypatch: pytest.MonkeyPatch,
+) -> FakeWoo:  # fmt: skip
+    """A WooCommerce shop as the stock source of warehouse WH-1: TEE (10) is product 794, CAP (5) 795.
+
+    The ledger starts in agreement; the shop's clock is then frozen 10 s ahead, past the settle window."""
+    network(
+        [{"code": "WH-1", "name": "WH", "kind": "warehouse", "lat": 51.5, "lon": -0.2, "pickup": False}], SKUS
+    )
+    receive(("TEE", "WH-1", 10), ("CAP", "WH-1", 5))
+    tee, cap = woo.add_product("TEE", 10), woo.add_product("CAP", 5)
+    monkeypatch.setenv("TEST_WOO_KEY", woo.key)
+    monkeypatch.setenv("TEST_WOO_SECRET", woo.secret)
+    configure(
+        code=WOO_FEED, name="Woo warehouse stock", role="source", connector="woocommerce", base_url=woo.url,
+        credentials={"key": "TEST_WOO_KEY", "secret": "TEST_WOO_SECRET"}, locations={"web": "WH-1"},
+        items={str(tee): "TEE", str(cap): "CAP"}, settings={"settle_s": 2, "auto_apply_limit": 100, "attempts": 2},
+    )  # fmt: skip
+    woo.set_clock(utcnow() + timedelta(seconds=10), frozen=True)
+    return woo
