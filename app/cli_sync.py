@@ -33,28 +33,35 @@ def load_feeds_file(path: Path) -> FeedsFile:
     try:
         return FeedsFile.model_validate(data)
     except ValidationError as exc:
-        lines = [f"  {_field(e['loc'], e['type'])}: {e['msg']}" for e in exc.errors(include_url=False)]
+        lines = [_fault(e["loc"], e["type"], e["msg"]) for e in exc.errors(include_url=False)]
         raise click.ClickException(
             f"{path}: the feeds are refused (none configured):\n" + "\n".join(lines)
         ) from exc
 
 
-# FeedIn's rules across fields are raised at the feed; each is about one field, named here.
+# FeedIn's cross-field rules are raised at the feed, each about one field: as "field: message"
+# value errors, or as these error types.
 _RULE_FIELDS = {
     "feed_role": "role", "feed_channel": "channel", "feed_credentials": "credentials", "feed_url": "base_url",
     "feed_locations": "locations", "feed_items": "items",
 }  # fmt: skip
 
 
-def _field(loc: tuple[int | str, ...], kind: str) -> str:
-    """A pydantic location as the file's path: feeds[1].settings.every_s."""
+def _fault(loc: tuple[int | str, ...], kind: str, message: str) -> str:
+    """One fault as the file's path and what is wrong: `feeds[1].settings.every_s: ...`."""
     parts = list(loc)
-    if kind in _RULE_FIELDS and len(parts) == 2:
+    message = message.removeprefix("Value error, ")
+    if len(parts) == 2 and kind in _RULE_FIELDS:
         parts.append(_RULE_FIELDS[kind])
+    elif len(parts) == 2 and kind == "value_error" and ": " in message:
+        head, _, rest = message.partition(": ")
+        if head.isidentifier():
+            parts.append(head)
+            message = rest
     out = ""
     for part in parts:
         out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
-    return out or "(file)"
+    return f"  {out or '(file)'}: {message}"
 
 
 def register(sync_group: AppGroup) -> None:
