@@ -3,7 +3,7 @@
 A delivery never writes the ledger: it records a receipt, and the scheduler's next tick runs the
 feed (a pull, or the channel's order intake), which reads the vendor's truth itself. The vendor's
 signature is checked first (401 and no effect when wrong); a redelivery (same delivery id) and a
-stale one (triggered before the feed's last good run started, which already saw it) are dropped.
+stale one (triggered before what the feed's last good run read, on the vendor's clock) are dropped.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ import json
 from datetime import UTC, datetime
 
 from flask import Blueprint, Response, request
-from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.db import transaction, utcnow
 from app.domain.errors import NotFound
-from app.models_sync import SyncRun, WebhookReceipt
+from app.models_sync import Feed, WebhookReceipt
 from app.services.sync import feeds
 from app.web import session_factory
 from app.web.errors import Unauthorized
@@ -55,23 +54,34 @@ def _parse_time(value: str | None) -> datetime | None:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+def _covered(s: Session, feed_id: int) -> datetime | None:
+    """Up to when the feed's last good run read the vendor, on the vendor's clock.
+
+    The delivery's trigger time is the vendor's too: set against our clock (when the run
+    started), a shop a few seconds behind us would have its fresh deliveries dropped as stale.
+    The watermarks move only when a run succeeds: the change feed a source's run read to, the
+    order pull a channel's run began with (its levels are read after that)."""
+    feed = s.get(Feed, feed_id)
+    if feed is None:
+        return None
+    return feed.orders_watermark if feed.role == "channel" else feed.watermark
+
+
 def _receive(
     feed_id: int, delivery_id: str, topic: str, triggered_at: datetime | None, wants: str
 ) -> Response:
     """Record the hint once; a duplicate or stale delivery is acknowledged and dropped."""
 
+    key = delivery_id[:200]  # looked up as it is stored, or a long id is never a duplicate
+
     def work(s: Session) -> str:
-        if s.get(WebhookReceipt, (feed_id, delivery_id)) is not None:
+        if s.get(WebhookReceipt, (feed_id, key)) is not None:
             return "duplicate"
-        last_good = s.scalar(
-            select(func.max(SyncRun.started_at)).where(
-                SyncRun.feed_id == feed_id, SyncRun.status == "succeeded"
-            )
-        )
-        stale = triggered_at is not None and last_good is not None and triggered_at < last_good
+        covered = _covered(s, feed_id)
+        stale = triggered_at is not None and covered is not None and triggered_at < covered
         s.add(
             WebhookReceipt(
-                feed_id=feed_id, delivery_id=delivery_id[:200], topic=topic[:64], received_at=utcnow(),
+                feed_id=feed_id, delivery_id=key, topic=topic[:64], received_at=utcnow(),
                 triggered_at=triggered_at, processed_at=utcnow() if stale else None,
             )
         )  # fmt: skip
