@@ -122,6 +122,10 @@ class FeedIn(Strict):
             raise PydanticCustomError(
                 "feed_url", "base_url is required for {connector}", {"connector": self.connector}
             )
+        if sum(v is None for v in self.locations.values()) > 1:
+            raise PydanticCustomError(
+                "feed_locations", "at most one location may stand for the channel's whole stock"
+            )
         if self.role == "source" and any(v is None for v in self.locations.values()):
             raise PydanticCustomError("feed_locations", "a source's locations each map to one location code")
         if len(self.items) > MAX_MAPPED:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import insert_for, transaction, utcnow
@@ -120,6 +121,7 @@ def run_channel(
             current = _levels(connector, ctx, problems, counts)
             pushed: dict[tuple[str, str], int] = {}
             todo = dict(current)
+            last_pushed = {} if cas else transaction(factory, partial(_last_pushed, feed_id=ctx.id))
             for attempt in range(CAS_ROUNDS if cas else 1):
                 refs = [(i, loc, sku) for (i, loc), (_q, sku) in todo.items()]
                 want = transaction(factory, partial(_targets, ctx=ctx, refs=refs))
@@ -130,6 +132,11 @@ def run_channel(
                         continue
                     if target == now_q:
                         counts["unchanged"] += 1
+                        continue
+                    if not cas and last_pushed.get((item, loc)) == target and now_q < target:
+                        # Without CAS the shop's lower figure is its own sales since our last push
+                        # (we may not have their orders yet): overwriting it would sell them again.
+                        counts["shop_lower_kept"] += 1
                         continue
                     updates.append(
                         AvailabilityUpdate(
@@ -218,6 +225,15 @@ def run_channel(
             return {"run_id": rid, "status": "failed", "counts": out, "error": error, "report": report}
     finally:
         runs.release(factory, name, OWNER)
+
+
+def _last_pushed(s: Session, *, feed_id: int) -> dict[tuple[str, str], int]:
+    rows = s.execute(
+        select(PushedLevel.item_ref, PushedLevel.location_ref, PushedLevel.target).where(
+            PushedLevel.feed_id == feed_id
+        )
+    )
+    return {(i, loc): int(t) for i, loc, t in rows}
 
 
 def _targets(

@@ -71,3 +71,22 @@ def test_a_batch_whose_answer_was_lost_is_not_resent_and_the_next_run_converges_
     receive(("W000", "ST-A", 4))
     third = run("woo")
     assert third["counts"]["pushed"] == 1 and _batches(woo)[-1] == [{"id": ids["W000"], "stock_quantity": 5}]
+
+
+def test_the_shops_own_sales_since_our_last_push_are_not_overwritten(
+    app: Flask, woo: FakeWoo, woo_feed: Callable[..., dict[str, int]], run: Run, receive: Callable[..., Any]
+) -> None:
+    """Woo has no CAS and we do not take its orders: a lower figure after our push is its own sales."""
+    ids = woo_feed(SKUS[:3])
+    receive(*[(s, "ST-A", 5) for s in SKUS[:3]])
+    assert run("woo")["counts"]["pushed"] == 3
+    woo.sell(ids["W001"], 2)  # the shop sold two of our five
+    r = run("woo")
+    assert r["counts"].get("pushed", 0) == 0 and r["counts"]["shop_lower_kept"] == 1, r
+    assert woo.stock(ids["W001"]) == 3, "putting 5 back would sell the shop's two again"
+    receive(("W001", "ST-A", 1))  # the ledger moved: a new figure goes out
+    r = run("woo")
+    assert r["counts"]["pushed"] == 1 and woo.stock(ids["W001"]) == 6, r
+    woo.set_stock(ids["W002"], 9)  # someone raised it in the shop: above what we can sell, so corrected
+    r = run("woo")
+    assert r["counts"]["pushed"] == 1 and woo.stock(ids["W002"]) == 5, r
