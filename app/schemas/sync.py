@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
 from app.schemas.types import (
     ChannelCode,
@@ -101,35 +101,58 @@ class FeedIn(Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> FeedIn:
+        faults: list[tuple[str, str, str, dict[str, Any]]] = []  # field, type, message, context
         if self.role not in ROLES[self.connector]:
-            raise PydanticCustomError(
-                "feed_role",
-                "{connector} cannot be a {role}",
-                {"connector": self.connector, "role": self.role},
+            faults.append(
+                (
+                    "role",
+                    "feed_role",
+                    "{connector} cannot be a {role}",
+                    {"connector": self.connector, "role": self.role},
+                )
             )
         if self.role == "channel" and not self.channel:
-            raise PydanticCustomError(
-                "feed_channel", "a channel feed names the channel its orders come in on"
+            faults.append(
+                ("channel", "feed_channel", "a channel feed names the channel its orders come in on", {})
             )
         missing = SECRETS[self.connector] - set(self.credentials)
         if missing:
-            raise PydanticCustomError(
-                "feed_credentials",
-                "credentials must name the variables for: {names}",
-                {"names": ", ".join(sorted(missing))},
-            )
+            faults.append(("credentials", "feed_credentials", "credentials must name the variables for: {names}",
+                           {"names": ", ".join(sorted(missing))}))  # fmt: skip
         if self.base_url is None and self.connector != "csv":
-            raise PydanticCustomError(
-                "feed_url", "base_url is required for {connector}", {"connector": self.connector}
+            faults.append(
+                (
+                    "base_url",
+                    "feed_url",
+                    "base_url is required for {connector}",
+                    {"connector": self.connector},
+                )
             )
         if sum(v is None for v in self.locations.values()) > 1:
-            raise PydanticCustomError(
-                "feed_locations", "at most one location may stand for the channel's whole stock"
+            faults.append(
+                (
+                    "locations",
+                    "feed_locations",
+                    "at most one location may stand for the channel's whole stock",
+                    {},
+                )
             )
         if self.role == "source" and any(v is None for v in self.locations.values()):
-            raise PydanticCustomError("feed_locations", "a source's locations each map to one location code")
+            faults.append(
+                ("locations", "feed_locations", "a source's locations each map to one location code", {})
+            )
         if len(self.items) > MAX_MAPPED:
-            raise PydanticCustomError("feed_items", "at most {n} mapped items", {"n": MAX_MAPPED})
+            faults.append(("items", "feed_items", "at most {n} mapped items", {"n": MAX_MAPPED}))
+        if faults:
+            raise ValidationError.from_exception_data(
+                "FeedIn",
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError(kind, msg, ctx), loc=(name,), input=getattr(self, name)
+                    )
+                    for name, kind, msg, ctx in faults
+                ],
+            )
         return self
 
 

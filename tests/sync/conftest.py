@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,10 +20,14 @@ from app.sync.runner import run_feed
 
 
 class Sleeps(list[float]):
-    """An injected sleep: records what the HTTP layer would have waited."""
+    """An injected sleep: records what the HTTP layer would have waited, and a clock that moves by it
+    (so a pacing gap the layer waits out has passed when it looks again)."""
 
     def __call__(self, seconds: float) -> None:
         self.append(seconds)
+
+    def clock(self) -> float:
+        return time.time() + sum(self)
 
 
 @pytest.fixture

@@ -366,6 +366,7 @@ def _apply(
 ) -> None:
     """Each difference as one count_adjustment, measured again on the locked level."""
     keys = sorted(k for k, _q, _t in rows)
+    ensure_levels(session, keys)  # a feed may hold stock of an item never stocked here before
     shortages_.lock_promises(session, keys)
     levels = lock_levels(session, keys)
     pending = dict(
