@@ -36,23 +36,36 @@ def run_feed(
             f"a {role} feed runs {'reconcile' if role == 'source' else 'push'}",
             [{"field": "kind", "message": f"feed {code} is a {role}"}],
         )
-    _mark_hints(factory, code)
     if role == "source":
-        return run_source(
+        result = run_source(
             factory, code, trigger=trigger, file_bytes=file_bytes, tools=tools, options=options, if_due=if_due
         )
-    return run_channel(
-        factory, code, orders.policy_from_config(config), trigger=trigger, tools=tools, if_due=if_due
-    )
+    else:
+        result = run_channel(
+            factory, code, orders.policy_from_config(config), trigger=trigger, tools=tools, if_due=if_due
+        )
+    if result.get("run_id") is not None:
+        _mark_hints(factory, int(result["run_id"]))
+    return result
 
 
-def _mark_hints(factory: sessionmaker[Session], code: str) -> None:
-    # This run starts after them: it sees whatever they announced.
+def _mark_hints(factory: sessionmaker[Session], run_id: int) -> None:
+    """Webhook hints a run started after are acted on by it; later ones wait for the next run.
+
+    Only a run that took place marks them: a call refused because another process is running
+    the feed (that run may have started before the webhook came) leaves them for the next tick."""
+
     def work(s: Session) -> None:
-        fid = feeds.get(s, code).id
+        run = s.get(SyncRun, run_id)
+        if run is None:
+            return
         s.execute(
             update(WebhookReceipt)
-            .where(WebhookReceipt.feed_id == fid, WebhookReceipt.processed_at.is_(None))
+            .where(
+                WebhookReceipt.feed_id == run.feed_id,
+                WebhookReceipt.processed_at.is_(None),
+                WebhookReceipt.received_at <= run.started_at,
+            )
             .values(processed_at=utcnow())
         )
 

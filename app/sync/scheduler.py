@@ -102,12 +102,19 @@ def run_job(app: Flask, job: Job, tick: bool = False) -> dict[str, Any] | None:
             return None
     except Exception:
         log.exception("could not take the lease for job %s", job.id)
+        _release_quietly(app, job)
         return None
     factory = app.extensions["session_factory"]
     started = utcnow()
-    run_id = transaction(factory, lambda s: s.execute(
-        insert(JobRun).values(job=job.id, owner=OWNER, status="running", started_at=started).returning(JobRun.id)
-    ).scalar_one())  # fmt: skip
+    try:
+        run_id = transaction(factory, lambda s: s.execute(
+            insert(JobRun).values(job=job.id, owner=OWNER, status="running", started_at=started).returning(JobRun.id)
+        ).scalar_one())  # fmt: skip
+    except Exception:
+        # Not recorded, so not run; the lease is let go now rather than held until it expires.
+        log.exception("could not record a run of job %s", job.id)
+        _release_quietly(app, job)
+        return None
     status, detail, error = "succeeded", None, None
     try:
         detail = job.func(app)
@@ -120,9 +127,19 @@ def run_job(app: Flask, job: Job, tick: bool = False) -> dict[str, Any] | None:
                 update(JobRun).where(JobRun.id == run_id)
                 .values(status=status, finished_at=utcnow(), detail=detail, error=error)
             ))  # fmt: skip
+        except Exception:
+            log.exception("could not record the end of job %s's run %s", job.id, run_id)
         finally:
-            _release(app, job)
+            _release_quietly(app, job)
     return {"run_id": run_id, "status": status, "detail": detail, "error": error}
+
+
+def _release_quietly(app: Flask, job: Job) -> None:
+    # run_job never raises: a lease we cannot give back expires by itself after lease_seconds.
+    try:
+        _release(app, job)
+    except Exception:
+        log.exception("could not release the lease of job %s", job.id)
 
 
 def build(scheduler: Any, app: Flask) -> Any:
