@@ -83,18 +83,6 @@ class SyncRun(Base):
     error: Mapped[str | None] = mapped_column(String(2000))
 
 
-class SnapshotRow(Base):
-    """Scratch: a run's mapped snapshot rows, staged outside the ledger transaction and dropped after."""
-
-    __tablename__ = "sync_snapshot_rows"
-
-    run_id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    sku_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    location_id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    qty: Mapped[int] = mapped_column(Integer)
-    vendor_time: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
 class Quarantine(Base):
     """A row a feed sent that could not be used, with its raw payload, until ops resolve it."""
 

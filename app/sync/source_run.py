@@ -20,17 +20,23 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.db import transaction, utcnow
-from app.domain import reconcile as rules
 from app.models_sync import Feed, Outbound
 from app.services.sync import quarantine, staging
 from app.services.sync.quarantine import Problem
 from app.services.sync.reconcile import OUTBOUND_PREFIX, Outcome, import_changes, reconcile_staged
 from app.sync import runs
-from app.sync.base import Capability, Change, Connector, IncompleteSnapshot, OutboundAdjustment, PushStatus
+from app.sync.base import (
+    Capability,
+    Change,
+    Connector,
+    IncompleteSnapshot,
+    Observation,
+    OutboundAdjustment,
+    PushStatus,
+)
 
 log = logging.getLogger(__name__)
 OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-STAGE_BATCH = 20_000
 
 
 def _push_back(
@@ -122,103 +128,81 @@ def _changes(
 
 
 def _snapshot(
-    factory: sessionmaker[Session], ctx: runs.FeedContext, connector: Connector, run_id: int, out: Outcome
+    ctx: runs.FeedContext, connector: Connector, spool: staging.Spool, out: Outcome
 ) -> tuple[datetime | None, datetime | None]:
-    """Map and stage every row; returns the earliest and latest read time (T)."""
+    """Map every row and spool it; returns the earliest and latest read time (T)."""
     fmap = ctx.fmap
     seen: set[int] = set()
-    batch: list[staging.Row] = []
-    again: list[staging.Row] = []
     first: datetime | None = None
     last: datetime | None = None
     complete = False
-
-    def flush() -> None:
-        if batch:
-            rows = list(batch)
-            transaction(factory, lambda s: staging.stage(s, run_id, rows))
-            batch.clear()
-
     problems = _Capped(out.problems, counts=out.counts)
     counts = out.counts
-    locations = fmap.locations
+    locations, items, by_sku = fmap.locations, fmap.items, fmap.by_sku
+    add = spool.add
     for page in connector.pull_snapshot():
         t = (page.vendor_time or datetime.now(UTC)).astimezone(UTC)
         first = t if first is None or t < first else first
         last = t if last is None or t > last else last
+        ti = spool.time_index(t)
         counts["snapshot_pages"] += 1
+        counts["seen"] += len(page.observations)
         for obs in page.observations:
-            counts["seen"] += 1
-            if obs.problem:
-                problems.append(
-                    Problem("bad_row", obs.item_ref, obs.location_ref, obs.problem, dict(obs.raw))
-                )
-                continue
             loc_id = locations.get(obs.location_ref)
-            if loc_id is None:
-                problems.append(
-                    Problem(
-                        "unknown_location",
-                        obs.item_ref,
-                        obs.location_ref,
-                        "location not mapped",
-                        dict(obs.raw),
-                    )
-                )
+            sku_id = items.get(obs.item_ref)
+            if sku_id is None and by_sku is not None:
+                sku_id = by_sku.get(obs.sku or obs.item_ref)
+            q = obs.quantity
+            if obs.problem or loc_id is None or sku_id is None or not obs.tracked or q is None:
+                problems.append(_problem(obs, loc_id, sku_id))
                 continue
-            sku_id = fmap.sku_id(obs.item_ref, obs.sku)
-            if sku_id is None:
-                raw = dict(obs.raw) or {
-                    "item_ref": obs.item_ref,
-                    "sku": obs.sku,
-                    "quantity": str(obs.quantity),
-                    "line": obs.line,
-                }
-                problems.append(
-                    Problem("unknown_item", obs.item_ref, obs.location_ref, "item not mapped", raw)
-                )
-                continue
-            if not obs.tracked:
-                problems.append(
-                    Problem(
-                        "untracked",
-                        obs.item_ref,
-                        obs.location_ref,
-                        "the vendor does not track this item's stock",
-                        dict(obs.raw),
-                    )
-                )
-                continue
-            units = rules.whole_units(obs.quantity)
-            if units is None:
+            units = int(q)
+            if units != q or not -(2**31) < units < 2**31:
                 problems.append(
                     Problem(
                         "bad_row",
                         obs.item_ref,
                         obs.location_ref,
-                        f"quantity {obs.quantity} is not whole units",
+                        f"quantity {q} is not whole units",
                         dict(obs.raw),
                     )
                 )
                 continue
             packed = (sku_id << 24) | loc_id
-            row = (sku_id, loc_id, units, t)
             if packed in seen:
-                again.append(row)
+                spool.again.append((sku_id, loc_id, units, ti))
                 counts["duplicates"] += 1
                 continue
             seen.add(packed)
-            batch.append(row)
-        if len(batch) >= STAGE_BATCH:
-            flush()
+            add(sku_id, loc_id, units, ti)
         complete = page.complete
     if not complete:
         raise IncompleteSnapshot("the snapshot ended before its last page")
-    flush()
-    if again:
-        transaction(factory, lambda s: staging.restage(s, run_id, again))
+    spool.flush()
     counts["staged"] = len(seen)
     return first, last
+
+
+def _problem(obs: Observation, loc_id: int | None, sku_id: int | None) -> Problem:
+    """Why a snapshot row cannot be compared, with what the vendor sent."""
+    raw = dict(obs.raw)
+    if obs.problem:
+        return Problem("bad_row", obs.item_ref, obs.location_ref, obs.problem, raw)
+    if loc_id is None:
+        return Problem("unknown_location", obs.item_ref, obs.location_ref, "location not mapped", raw)
+    if sku_id is None:
+        raw = raw or {
+            "item_ref": obs.item_ref,
+            "sku": obs.sku,
+            "quantity": str(obs.quantity),
+            "line": obs.line,
+        }
+        return Problem("unknown_item", obs.item_ref, obs.location_ref, "item not mapped", raw)
+    if not obs.tracked:
+        return Problem(
+            "untracked", obs.item_ref, obs.location_ref, "the vendor does not track this item's stock", raw
+        )
+    return Problem("bad_row", obs.item_ref, obs.location_ref, "no quantity", raw)
 
 
 def run_source(
@@ -236,6 +220,7 @@ def run_source(
     started = time.monotonic()
     run_id: int | None = None
     out = Outcome()
+    spool = staging.Spool()
     try:
         run_id, ctx = runs.start_run(factory, code, "reconcile", trigger)
         rid = run_id
@@ -251,7 +236,7 @@ def run_source(
                 overlap = timedelta(seconds=ctx.settings.overlap_s)
                 since = (ctx.watermark or utcnow()) - overlap
                 changes, _ = _changes(connector, since, out)
-            first_t, last_t = _snapshot(factory, ctx, connector, rid, out)
+            first_t, last_t = _snapshot(ctx, connector, spool, out)
             if has_feed:
                 more, covered = _changes(connector, since, out)
                 changes += more
@@ -268,16 +253,11 @@ def run_source(
                 assert feed is not None  # noqa: S101 - a feed is never deleted under a held lease
                 o = Outcome(counts=Counter(out.counts), report=dict(out.report), problems=list(out.problems))
                 import_changes(s, feed, ctx.fmap, changes, rid, now, o)
+                staging.load(s, spool)
                 reconcile_staged(
-                    s,
-                    feed,
-                    rid,
-                    covered_until=covered,
-                    two_strike=two_strike,
-                    now=now,
-                    out=o,
+                    s, feed, rid, times=spool.times, covered_until=covered, two_strike=two_strike, now=now, out=o,
                     min_read_at=first_t,
-                )
+                )  # fmt: skip
                 o.counts["quarantined"] = quarantine.record(s, feed, rid, o.problems, now)
                 if covered is not None and (feed.watermark is None or covered > feed.watermark):
                     feed.watermark = covered
@@ -291,7 +271,7 @@ def run_source(
                 }
                 o.report["covered_until"] = covered and covered.isoformat()
                 o.report["quarantine_sample"] = [p.__dict__ for p in o.problems[:20]]
-                staging.drop(s, rid)
+                staging.drop(s)
                 counts = {k: int(v) for k, v in o.counts.items()}
                 runs.finish_run(
                     s, rid, status="succeeded", counts=counts, report=o.report, error=None, started=started
@@ -307,7 +287,6 @@ def run_source(
             counts = {k: int(v) for k, v in out.counts.items()}
 
             def fail(s: Session) -> None:
-                staging.drop(s, rid)
                 runs.finish_run(
                     s, rid, status="failed", counts=counts, report=out.report, error=error, started=started
                 )
@@ -315,6 +294,7 @@ def run_source(
             transaction(factory, fail)
             return {"run_id": rid, "status": "failed", "counts": counts, "error": error, "report": out.report}
     finally:
+        spool.close()
         runs.release(factory, name, OWNER)
 
 

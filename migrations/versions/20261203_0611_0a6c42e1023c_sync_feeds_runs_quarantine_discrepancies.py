@@ -4,7 +4,7 @@ Revision ID: 0a6c42e1023c
 Revises: 5c1d2e7f9a30
 Create Date: 2026-12-03 06:11:14.834418
 
-Sync: feeds with their item and location mappings, runs with their reports, the staged snapshot,
+Sync: feeds with their item and location mappings, runs with their reports,
 quarantine, discrepancies, per-key deferral and strike state, the outbound adjustments owed to a
 source, what was last pushed to a channel, inbound orders and webhook receipts; movements gain the
 vendor's clock (vendor_at) for the watermark rule.
@@ -24,14 +24,6 @@ depends_on: Union[str, Sequence[str], None] = None
 
 def upgrade() -> None:
     """Upgrade schema."""
-    op.create_table('sync_snapshot_rows',
-    sa.Column('run_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
-    sa.Column('sku_id', sa.Integer(), nullable=False),
-    sa.Column('location_id', sa.Integer(), nullable=False),
-    sa.Column('qty', sa.Integer(), nullable=False),
-    sa.Column('vendor_time', sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint('run_id', 'sku_id', 'location_id', name=op.f('pk_sync_snapshot_rows'))
-    )
     op.create_table('feeds',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('code', sa.String(length=32), nullable=False),
@@ -247,4 +239,3 @@ def downgrade() -> None:
 
     op.drop_table('feed_items')
     op.drop_table('feeds')
-    op.drop_table('sync_snapshot_rows')

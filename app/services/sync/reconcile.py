@@ -16,7 +16,6 @@ from typing import Any
 from sqlalchemy import Integer, column, select, text, tuple_, update
 from sqlalchemy.orm import Session
 
-from app.db import UTCDateTime
 from app.domain import reconcile as rules
 from app.domain.ledger import Deltas, Kind
 from app.models import Movement
@@ -162,32 +161,27 @@ def import_changes(
 
 
 _DIFFS = """
-SELECT s.sku_id, s.location_id, s.qty, s.vendor_time, COALESCE(l.on_hand, 0) AS on_hand,
+SELECT s.sku_id, s.location_id, s.qty, s.t, COALESCE(l.on_hand, 0) AS on_hand,
        COALESCE(p.pending, 0) AS pending
-FROM sync_snapshot_rows s
+FROM staged_snapshot s
 LEFT JOIN stock_levels l ON l.sku_id = s.sku_id AND l.location_id = s.location_id
 LEFT JOIN (
     SELECT sku_id, location_id, SUM(delta) AS pending FROM sync_outbound
     WHERE feed_id = :feed AND status = 'pending' GROUP BY sku_id, location_id
 ) p ON p.sku_id = s.sku_id AND p.location_id = s.location_id
-WHERE s.run_id = :run AND s.qty <> COALESCE(l.on_hand, 0) - COALESCE(p.pending, 0)
+WHERE s.qty <> COALESCE(l.on_hand, 0) - COALESCE(p.pending, 0)
 """
 
 
-def _staged_for(session: Session, run_id: int, keys: Sequence[Key]) -> dict[Key, tuple[int, datetime]]:
-    from app.models_sync import SnapshotRow
-
+def _staged_for(
+    session: Session, times: Sequence[datetime], keys: Sequence[Key]
+) -> dict[Key, tuple[int, datetime]]:
     found: dict[Key, tuple[int, datetime]] = {}
     for part in _chunks(list(keys)):
-        rows = session.execute(
-            select(
-                SnapshotRow.sku_id, SnapshotRow.location_id, SnapshotRow.qty, SnapshotRow.vendor_time
-            ).where(
-                SnapshotRow.run_id == run_id, tuple_(SnapshotRow.sku_id, SnapshotRow.location_id).in_(part)
-            )
-        )
+        pairs = " OR ".join(f"(sku_id = {int(s)} AND location_id = {int(loc)})" for s, loc in part)
+        rows = session.execute(text(f"SELECT sku_id, location_id, qty, t FROM staged_snapshot WHERE {pairs}"))
         for s, loc, q, t in rows:
-            found[(s, loc)] = (q, t)
+            found[(s, loc)] = (q, times[t])
     return found
 
 
@@ -233,6 +227,7 @@ def reconcile_staged(
     feed: Feed,
     run_id: int,
     *,
+    times: Sequence[datetime],
     covered_until: datetime | None,
     two_strike: bool,
     now: datetime,
@@ -244,17 +239,17 @@ def reconcile_staged(
     settle = timedelta(seconds=cfg.settle_s)
     stmt = (
         text(_DIFFS)
-        .bindparams(feed=feed.id, run=run_id)
+        .bindparams(feed=feed.id)
         .columns(
             column("sku_id", Integer),
             column("location_id", Integer),
             column("qty", Integer),
-            column("vendor_time", UTCDateTime),
+            column("t", Integer),
             column("on_hand", Integer),
             column("pending", Integer),
         )
     )
-    diffs = session.execute(stmt).all()
+    diffs = [(sku, loc, q, times[t], oh, p) for sku, loc, q, t, oh, p in session.execute(stmt)]
     states = {
         (k.sku_id, k.location_id): k
         for k in session.scalars(select(KeyState).where(KeyState.feed_id == feed.id))
@@ -270,7 +265,7 @@ def reconcile_staged(
     diff_keys = {(r[0], r[1]) for r in diffs}
     # Keys with memory but no difference now: their deferral or discrepancy has settled itself.
     settled = [k for k in set(states) | set(open_disc) if k not in diff_keys]
-    staged_settled = _staged_for(session, run_id, settled)
+    staged_settled = _staged_for(session, times, settled)
     for k, (_q, _t) in staged_settled.items():
         if k in open_disc:
             gone = open_disc.pop(k)

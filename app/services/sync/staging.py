@@ -1,53 +1,94 @@
-"""The staged snapshot: mapped rows written outside the ledger transaction, read by the reconcile."""
+"""The staged snapshot: mapped rows spooled to a local file while the vendor is read (no database
+transaction is open during HTTP), loaded into a temporary table inside the run's one ledger
+transaction (COPY on PostgreSQL), compared there, and gone when that transaction ends."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime
+from typing import IO, Any
 
-from sqlalchemy import delete, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app.models_sync import SnapshotRow
-
-Row = tuple[int, int, int, datetime]  # sku_id, location_id, qty, vendor_time (T)
-COLUMNS = ("run_id", "sku_id", "location_id", "qty", "vendor_time")
+TABLE = "staged_snapshot"
+_CHUNK = 1 << 20
 
 
-def stage(session: Session, run_id: int, rows: Sequence[Row]) -> None:
-    """Append rows (keys new to this run); PostgreSQL gets COPY, SQLite one executemany."""
-    if not rows:
-        return
+class Spool:
+    """One run's rows as tab-separated text in a temporary file; read times are kept by index."""
+
+    def __init__(self) -> None:
+        self.file: IO[bytes] = tempfile.TemporaryFile(prefix="omnistock-snapshot-")  # noqa: SIM115 - closed in close()
+        self.rows = 0
+        self.times: list[datetime] = []
+        self._time_index: dict[datetime, int] = {}
+        self._buffer: list[str] = []
+        self.again: list[tuple[int, int, int, int]] = []  # keys seen again later in the pass
+
+    def time_index(self, at: datetime) -> int:
+        i = self._time_index.get(at)
+        if i is None:
+            i = self._time_index[at] = len(self.times)
+            self.times.append(at)
+        return i
+
+    def add(self, sku_id: int, location_id: int, qty: int, t: int) -> None:
+        self._buffer.append(f"{sku_id}\t{location_id}\t{qty}\t{t}\n")
+        self.rows += 1
+        if len(self._buffer) >= 20_000:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer:
+            self.file.write("".join(self._buffer).encode())
+            self._buffer.clear()
+
+    def chunks(self) -> Iterator[bytes]:
+        self.flush()
+        self.file.seek(0)
+        while chunk := self.file.read(_CHUNK):
+            yield chunk
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def load(session: Session, spool: Spool) -> None:
+    """The spooled rows as the temporary table staged_snapshot(sku_id, location_id, qty, t) of this
+    transaction; a key read again later in the pass takes its later reading."""
     conn = session.connection()
     dbapi: Any = conn.connection.driver_connection
     if conn.dialect.name == "postgresql":
-        with (
-            dbapi.cursor() as cur,
-            cur.copy(f"COPY sync_snapshot_rows ({', '.join(COLUMNS)}) FROM STDIN") as copy,
-        ):
-            for sku_id, loc_id, qty, at in rows:
-                copy.write_row((run_id, sku_id, loc_id, qty, at))
-        return
-    cur = dbapi.cursor()
-    cur.executemany(
-        "INSERT INTO sync_snapshot_rows (run_id, sku_id, location_id, qty, vendor_time) VALUES (?, ?, ?, ?, ?)",
-        [(run_id, s, loc, q, at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")) for s, loc, q, at in rows],
-    )
+        with dbapi.cursor() as cur:
+            cur.execute(
+                f"CREATE TEMP TABLE {TABLE} (sku_id integer, location_id integer, qty integer, t integer) ON COMMIT DROP"
+            )
+            with cur.copy(f"COPY {TABLE} (sku_id, location_id, qty, t) FROM STDIN") as copy:
+                for chunk in spool.chunks():
+                    copy.write(chunk)
+            cur.execute(f"ANALYZE {TABLE}")  # a temporary table has no statistics: the join needs them
+    else:
+        cur = dbapi.cursor()
+        cur.execute(f"DROP TABLE IF EXISTS temp.{TABLE}")
+        cur.execute(f"CREATE TEMP TABLE {TABLE} (sku_id integer, location_id integer, qty integer, t integer)")
+        rest = b""
+        for chunk in spool.chunks():
+            data = rest + chunk
+            cut = data.rfind(b"\n") + 1
+            rest = data[cut:]
+            rows = [line.split(b"\t") for line in data[:cut].splitlines()]
+            cur.executemany(f"INSERT INTO {TABLE} VALUES (?, ?, ?, ?)", [tuple(int(v) for v in r) for r in rows])
+    for sku_id, loc_id, qty, t in spool.again:
+        session.execute(
+            text(f"UPDATE {TABLE} SET qty = :q, t = :t WHERE sku_id = :s AND location_id = :l AND t <= :t").bindparams(
+                q=qty, t=t, s=sku_id, l=loc_id
+            )
+        )
 
 
-def restage(session: Session, run_id: int, rows: Sequence[Row]) -> int:
-    """A key seen again later in the same pass (stale pages repeat rows): the later read wins."""
-    n = 0
-    for sku_id, loc_id, qty, at in rows:
-        n += session.execute(  # type: ignore[attr-defined]
-            text(
-                "UPDATE sync_snapshot_rows SET qty = :q, vendor_time = :t "
-                "WHERE run_id = :r AND sku_id = :s AND location_id = :l AND vendor_time <= :t"
-            ).bindparams(q=qty, t=at, r=run_id, s=sku_id, l=loc_id)
-        ).rowcount
-    return n
-
-
-def drop(session: Session, run_id: int) -> None:
-    session.execute(delete(SnapshotRow).where(SnapshotRow.run_id == run_id))
+def drop(session: Session) -> None:
+    """SQLite keeps a temporary table for the connection's life: drop it when the run is done."""
+    if session.connection().dialect.name == "sqlite":
+        session.execute(text(f"DROP TABLE IF EXISTS temp.{TABLE}"))
