@@ -7,17 +7,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select, text
+from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from app.db import Raw, utcnow
+from app.db.dialect import keys_in
 from app.domain import ledger
 from app.domain.events import EVENT_TYPES as EVENT_TYPES  # the catalogue is the domain's
 from app.domain.events import ORDER_EVENTS as ORDER_EVENTS
 from app.domain.events import STOCK_EVENTS as STOCK_EVENTS
 from app.domain.events import Event, stock_crossed
 from app.domain.ledger import Deltas
-from app.models import Channel, ChannelLocation, Location, Sku
+from app.models import Channel, ChannelLocation, Location, Sku, StockLevel
 
 OUTBOX_COLUMNS = ("type", "order_id", "fulfilment_id", "payload", "created_at")
 
@@ -44,11 +45,20 @@ class LevelRow:
     default_safety: int
 
 
-_LEVELS_AFTER = text("""
-SELECT s.sku_id, s.location_id, s.on_hand, s.reserved, s.safety_stock, l.default_safety_stock
-FROM stock_levels s JOIN locations l ON l.id = s.location_id
-WHERE s.sku_id IN :sku_ids AND s.location_id IN :loc_ids
-""").bindparams(bindparam("sku_ids", expanding=True), bindparam("loc_ids", expanding=True))
+def _levels_after(session: Session, keys: Sequence[tuple[int, int]]) -> list[LevelRow]:
+    stmt = (
+        select(
+            StockLevel.sku_id, StockLevel.location_id, StockLevel.on_hand, StockLevel.reserved,
+            StockLevel.safety_stock, Location.default_safety_stock,
+        )
+        .join(Location, Location.id == StockLevel.location_id)
+        .where(
+            tuple_(StockLevel.sku_id, StockLevel.location_id).in_(sorted(keys))
+            if len(keys) <= 50
+            else keys_in(session, StockLevel.sku_id, StockLevel.location_id, keys)
+        )
+    )  # fmt: skip
+    return [LevelRow(*row) for row in session.execute(stmt)]
 
 
 def stock_transitions(
@@ -70,12 +80,8 @@ def stock_transitions(
     if not keys:
         return []
     if after is None:
-        after = [
-            LevelRow(*row)
-            for row in session.connection().execute(
-                _LEVELS_AFTER, {"sku_ids": list({k[0] for k in keys}), "loc_ids": list({k[1] for k in keys})}
-            )
-        ]
+        # Exactly the keys moved: an IN over skus and one over locations read their cross product.
+        after = _levels_after(session, keys)
     crossings: list[tuple[int, int, str, int]] = []  # sku, loc, kind ("online"/"store"), available
     for row in after:
         d = changed.get((row.sku_id, row.location_id))

@@ -8,10 +8,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.db import rules
+from app.db.dialect import keys_in
 from app.domain import events as ev
 from app.domain import fulfilment as lifecycle
 from app.domain import fulfilment_lines as units
@@ -55,16 +56,21 @@ def lock_promises(session: Session, keys: Sequence[tuple[int, int]]) -> None:
     held = session.execute(
         select(Fulfilment.order_id, Fulfilment.id)
         .join(FulfilmentLine, FulfilmentLine.fulfilment_id == Fulfilment.id)
-        .where(tuple_(FulfilmentLine.sku_id, Fulfilment.location_id).in_(list(keys)), FulfilmentLine.reserved > 0,
+        .where(keys_in(session, FulfilmentLine.sku_id, Fulfilment.location_id, keys), FulfilmentLine.reserved > 0,
                Fulfilment.status.in_(_OPEN))
     ).tuples().all()  # fmt: skip
     if not held:
         return
     order_ids = sorted({oid for oid, _ in held})
-    session.execute(select(Order.id).where(Order.id.in_(order_ids)).order_by(Order.id).with_for_update()).all()
+    session.execute(
+        select(Order.id).where(Order.id.in_(order_ids)).order_by(Order.id).with_for_update()
+    ).all()
     # Every fulfilment of those orders (a short transfer's pickup too), as cancel_order takes them.
     session.execute(
-        select(Fulfilment.id).where(Fulfilment.order_id.in_(order_ids)).order_by(Fulfilment.id).with_for_update()
+        select(Fulfilment.id)
+        .where(Fulfilment.order_id.in_(order_ids))
+        .order_by(Fulfilment.id)
+        .with_for_update()
     ).all()
 
 
@@ -75,7 +81,7 @@ def handle_shortages(
     elsewhere if stock allows, else flag them at risk; every affected fulfilment gets an event."""
     short = session.execute(
         select(StockLevel.sku_id, StockLevel.location_id, StockLevel.on_hand, StockLevel.reserved)
-        .where(tuple_(StockLevel.sku_id, StockLevel.location_id).in_(list(keys)), rules.is_short(StockLevel.on_hand, StockLevel.reserved))
+        .where(keys_in(session, StockLevel.sku_id, StockLevel.location_id, keys), rules.is_short(StockLevel.on_hand, StockLevel.reserved))
         .order_by(StockLevel.sku_id, StockLevel.location_id)
     ).all()  # fmt: skip
     found: list[tuple[Fulfilment, int, int, int, str | None]] = []
@@ -116,7 +122,9 @@ def _report(session: Session, found: list[tuple[Fulfilment, int, int, int, str |
     if not found:
         return []
     # Codes for the answer, one read each.
-    skus = dict(session.execute(select(Sku.id, Sku.code).where(Sku.id.in_({x[1] for x in found}))).tuples().all())
+    skus = dict(
+        session.execute(select(Sku.id, Sku.code).where(Sku.id.in_({x[1] for x in found}))).tuples().all()
+    )
     locs = dict(
         session.execute(select(Location.id, Location.code).where(Location.id.in_({x[2] for x in found})))
         .tuples().all()
@@ -145,7 +153,9 @@ def clear_recovered(session: Session, keys: Sequence[tuple[int, int]], now: date
         cleared.append(f.id)
         fed = (
             session.scalars(
-                select(Fulfilment).where(Fulfilment.id == f.feeds_fulfilment_id).with_for_update(skip_locked=True)
+                select(Fulfilment)
+                .where(Fulfilment.id == f.feeds_fulfilment_id)
+                .with_for_update(skip_locked=True)
             ).first()
             if f.feeds_fulfilment_id
             else None
@@ -178,7 +188,9 @@ class _Source:
     ctx: Context
 
 
-def _reroute(session: Session, f: Fulfilment, fl: FulfilmentLine, qty: int, policy: Policy, now: datetime) -> str | None:
+def _reroute(
+    session: Session, f: Fulfilment, fl: FulfilmentLine, qty: int, policy: Policy, now: datetime
+) -> str | None:
     """Try to take qty of one line from elsewhere; returns the new location code, or None."""
     source = _choose_source(session, f, fl, qty, policy, now)
     if source is None:

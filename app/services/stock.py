@@ -310,22 +310,31 @@ def post_movements(
 
 
 def book(
-    session: Session, legs: Sequence[Leg], now: datetime, policy: orders.Policy | None = None
+    session: Session,
+    legs: Sequence[Leg],
+    now: datetime,
+    policy: orders.Policy | None = None,
+    *,
+    ids: bool = True,
 ) -> tuple[list[int], list[shortages_.Shortage]]:
     """Write outside facts on locked levels: projection, movements, stock events, then what they do
     to promises (moved or flagged when short, unflagged when whole again). Returns the movement ids."""
     totals = totals_by_key(legs)
     apply_deltas(session, totals, now)
-    ids = insert_movements(session, legs, now, ids=True)
+    movement_ids = insert_movements(session, legs, now, ids=ids)
     events.stock_transitions(session, totals, now)
     dropped = [k for k, d in totals.items() if d.on_hand < 0 or d.reserved > 0]
-    shortages = shortages_.handle_shortages(session, dropped, policy or orders.Policy(), now) if dropped else []
-    shortages_.clear_recovered(session, [k for k, d in totals.items() if d.on_hand > 0 or d.reserved < 0], now)
+    shortages = (
+        shortages_.handle_shortages(session, dropped, policy or orders.Policy(), now) if dropped else []
+    )
+    shortages_.clear_recovered(
+        session, [k for k, d in totals.items() if d.on_hand > 0 or d.reserved < 0], now
+    )
     kinds: dict[str, int] = {}
     for leg in legs:
         kinds[str(leg.kind)] = kinds.get(str(leg.kind), 0) + 1
     after_commit(session, lambda: count_movements(kinds))
-    return ids, shortages
+    return movement_ids, shortages
 
 
 def count_movements(kinds: dict[str, int]) -> None:
@@ -351,7 +360,3 @@ def set_safety_stock(
     session.flush()
     return stock_reads.level_view(sku, location, level.on_hand, level.reserved, level.incoming,
                                   level.safety_stock, loc.default_safety_stock)  # fmt: skip
-
-
-
-

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, column, select, text, tuple_, update
+from sqlalchemy import Integer, column, select, text, update
 from sqlalchemy.orm import Session
 
+from app.db.dialect import keys_in
 from app.domain import reconcile as rules
 from app.domain.ledger import Deltas, Kind
 from app.models import Movement
@@ -191,7 +192,7 @@ def _recent(
     """What moved at these keys since `since`: the feed's own facts on its clock (True), and our
     own stock movements the feed cannot know yet, on ours (False)."""
     out: dict[Key, list[tuple[bool, datetime]]] = {}
-    for part in _chunks(list(keys)):
+    for part in [list(keys)]:  # one statement: the key filter takes any number of keys
         rows = session.execute(
             select(
                 Movement.sku_id,
@@ -200,7 +201,7 @@ def _recent(
                 Movement.vendor_at,
                 Movement.recorded_at,
             ).where(
-                tuple_(Movement.sku_id, Movement.location_id).in_(part),
+                keys_in(session, Movement.sku_id, Movement.location_id, part),
                 Movement.on_hand_delta != 0,
                 (Movement.source == feed.code) & (Movement.vendor_at > since)
                 | (Movement.source != feed.code) & (Movement.recorded_at > since),
@@ -214,7 +215,7 @@ def _recent(
                 Outbound.feed_id == feed.id,
                 Outbound.status == "acked",
                 Outbound.vendor_at > since,
-                tuple_(Outbound.sku_id, Outbound.location_id).in_(part),
+                keys_in(session, Outbound.sku_id, Outbound.location_id, part),
             )
         )
         for s, loc, at in acked:
@@ -407,7 +408,7 @@ def _apply(
                 )
             )
         legs = [leg for leg in legs if leg.external_ref not in existing]
-        _, shortages = book(session, legs, now, orders.Policy())
+        _, shortages = book(session, legs, now, orders.Policy(), ids=False)
         out.counts["adjusted"] += len(legs)
         out.counts["units_adjusted"] += sum(abs(leg.deltas.on_hand) for leg in legs)
         out.counts["shortages"] += len(shortages)
