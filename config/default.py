@@ -22,6 +22,10 @@ SECRET_KEY = None
 # Largest request body accepted (bytes): a 1,000-movement batch is ~150 KiB.
 MAX_CONTENT_LENGTH = 2 * 1024 * 1024
 
+# Largest stock file uploaded to a CSV feed (POST /api/v1/feeds/{code}/upload): a million rows
+# are about 25 MB.
+MAX_UPLOAD_BYTES = 64 * 1024 * 1024
+
 # Largest movement batch and SKU list per request.
 MAX_BATCH_MOVEMENTS = 5000
 MAX_AVAILABILITY_SKUS = 200

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import current_app
+from flask import current_app, request
 from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -11,6 +11,7 @@ from app.db import read_only, transaction, utcnow
 from app.domain.errors import InvalidInput
 from app.models_sync import Feed
 from app.schemas.sync import (
+    CsvUpload,
     DecisionIn,
     DiscrepanciesQuery,
     DiscrepancyList,
@@ -32,11 +33,14 @@ from app.schemas.sync import (
     RunNowIn,
     RunPath,
     RunsQuery,
+    UploadQuery,
 )
 from app.services.sync import discrepancies, feeds, quarantine, reads
 from app.sync.runner import run_feed
 from app.web import session_factory
 from app.web.auth import principal, roles
+from app.web.body import raw_body
+from app.web.errors import UnsupportedMedia
 from app.web.openapi import API_PREFIX, SECURITY
 from app.web.pagination import cursor_id, decode_cursor, encode_cursor, page_limit
 from app.web.respond import READ_PROBLEMS, WRITE_PROBLEMS, ApiResult, respond, respond_page
@@ -90,6 +94,37 @@ def run_feed_now(path: FeedPath, body: RunNowIn) -> ApiResult:
 
     409 run_in_progress when another process is running it."""
     result = run_feed(session_factory(), current_app.config, path.code, kind=body.kind, trigger="manual")
+    with read_only(session_factory()) as s:
+        return respond(RunDetailOut, reads.run(s, int(result["run_id"])))
+
+
+@bp.post("/feeds/<code>/upload", responses={200: RunDetailOut, **WRITE_PROBLEMS})
+@roles("ops")
+@raw_body
+def upload_stock_file(path: FeedPath, query: UploadQuery, raw: CsvUpload) -> ApiResult:
+    """Reconcile a CSV feed against an uploaded stock file (text/csv) now, and answer its run.
+
+    The file is refused whole, every bad line named, before anything is compared (a failed run,
+    200 with its reason). 409 run_in_progress when the feed is running; 422 for a feed that is not
+    a CSV feed."""
+    with read_only(session_factory()) as s:
+        if feeds.get(s, path.code).connector != "csv":
+            raise InvalidInput(
+                "only a CSV feed takes a file",
+                [{"field": "code", "message": f"{path.code} is not a CSV feed"}],
+            )
+    if request.mimetype != "text/csv":
+        raise UnsupportedMedia("send the stock file as text/csv")
+    request.max_content_length = int(current_app.config["MAX_UPLOAD_BYTES"])
+    data = request.get_data()
+    if not data:
+        raise InvalidInput(
+            "the file is empty", [{"field": "body", "message": "send the stock file as the body"}]
+        )
+    options = {"as_of": query.as_of.isoformat()} if query.as_of else None
+    result = run_feed(
+        session_factory(), current_app.config, path.code, trigger="upload", file_bytes=data, options=options
+    )
     with read_only(session_factory()) as s:
         return respond(RunDetailOut, reads.run(s, int(result["run_id"])))
 

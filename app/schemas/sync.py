@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
+from flask_openapi3 import RawModel
 from pydantic import BaseModel, Field, StrictBool, StrictFloat, StrictInt, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
@@ -15,6 +16,7 @@ from app.schemas.types import (
     LocationCode,
     PageSize,
     PathModel,
+    QueryInstant,
     SkuCode,
     Strict,
     Text,
@@ -336,3 +338,16 @@ class InboundOrdersQuery(Strict):
     status: Literal["placed", "refused"] | None = None
     cursor: Cursor | None = None
     limit: PageSize = 100
+
+
+class CsvUpload(RawModel):
+    """An uploaded stock file: the bytes as the POS exported them."""
+
+    mimetypes: list[str] = ["text/csv"]
+
+
+class UploadQuery(Strict):
+    as_of: QueryInstant | None = Field(
+        None,
+        description="When the export was taken (with its UTC offset); without it, the upload counts as read now",
+    )

@@ -160,5 +160,10 @@ def init_app(app: Flask) -> None:
         if not request.path.startswith(API_PREFIX) or request.endpoint is None:
             return
         authorise(api_resolvers())
-        if request.method in {"POST", "PUT", "PATCH"} and request.content_length:
+        view = current_app.view_functions.get(request.endpoint or "")
+        if (
+            request.method in {"POST", "PUT", "PATCH"}
+            and request.content_length
+            and not getattr(view, "raw_body", False)
+        ):
             require_json_body()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 from flask import request
 
 from app.domain.errors import InvalidInput
 from app.schemas.types import MAX_JSON_DEPTH, json_depth_exceeds
 from app.web.errors import BadJson, UnsupportedMedia
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _text_nests_deeper(raw: bytes, max_depth: int) -> bool:
@@ -54,3 +59,9 @@ def require_json_body() -> None:
         raise BadJson("the body is not valid JSON")
     if json_depth_exceeds(body, MAX_JSON_DEPTH):
         raise _too_deep()
+
+
+def raw_body(view: F) -> F:
+    """Mark a route whose body is not JSON (an uploaded file): the guard leaves its body alone."""
+    view.raw_body = True  # type: ignore[attr-defined]
+    return view
