@@ -61,8 +61,8 @@ class FeedSettings(Strict):
     safety_buffer: StrictInt = Field(
         0, ge=0, le=1_000_000, description="Units held back per location when pushing"
     )
-    connect_timeout_s: StrictInt | StrictFloat = Field(3.05, gt=0, le=60)
-    read_timeout_s: StrictInt | StrictFloat = Field(30, gt=0, le=300)
+    connect_timeout_s: StrictFloat = Field(3.05, ge=0.1, le=60, description="Seconds to connect")
+    read_timeout_s: StrictFloat = Field(30.0, ge=0.1, le=300, description="Seconds to wait for an answer")
     attempts: StrictInt = Field(4, ge=1, le=10, description="Tries per HTTP request")
     ineligible_alert_s: StrictInt = Field(
         21_600, ge=60, le=30 * 86_400, description="Report keys deferred this long"
