@@ -180,4 +180,7 @@ def test_staff_lists_hold_only_their_own_stores(client: FlaskClient, store_world
     a_orders = staff_a.get(f"{V1}/orders").json["items"]
     assert store_world.ids["order_a"] in {o["id"] for o in a_orders}
     assert store_world.ids["order_b"] not in {o["id"] for o in a_orders}
-    assert {f["location"] for o in a_orders for f in o["fulfilments"]} == {"ST-A"}
+    # ...its own fulfilments, and a transfer arriving there (which its staff receive).
+    assert {(f["location"], f["to_location"]) for o in a_orders for f in o["fulfilments"]} == {
+        ("ST-A", None), ("WH-1", "ST-A")
+    }

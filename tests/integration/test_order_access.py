@@ -63,3 +63,18 @@ def test_an_idempotency_key_that_cannot_identify_a_retry_is_refused(
     body = {"channel": "web", "lines": [{"sku": "TEE", "qty": 1}], "delivery": CENTRE}
     r = storefront.post("/api/v1/orders", body, headers={"Idempotency-Key": key})
     assert (r.status_code, r.json["errors"][0]["field"]) == (422, "Idempotency-Key")
+
+
+def test_staff_of_the_store_a_transfer_arrives_at_can_read_it_as_they_can_receive_it(
+    client: Any, store_world: Any
+) -> None:
+    """A transfer from WH-1 to a pickup at ST-A: ST-A's staff receive it, so they may read it too."""
+    transfer = store_world.ids["transfer_a"]
+    staff_a, staff_b = store_world.api(client, "staff_a"), store_world.api(client, "staff_b")
+    r = staff_a.get(f"/api/v1/fulfilments/{transfer}")
+    assert r.status_code == 200, r.json
+    assert (r.json["type"], r.json["to_location"]) == ("transfer", "ST-A")
+    assert staff_b.get(f"/api/v1/fulfilments/{transfer}").status_code == 403
+    order = staff_a.get(f"/api/v1/orders/{r.json['order_id']}")
+    assert order.status_code == 200
+    assert sorted(f["type"] for f in order.json["fulfilments"]) == ["pickup", "transfer"]

@@ -73,7 +73,9 @@ def location_codes(session: Session) -> dict[int, str]:
     return dict(session.execute(select(Location.id, Location.code)).tuples().all())
 
 
-def fulfilments_view(session: Session, stmt: object, locs: dict[int, str] | None = None) -> list[FulfilmentView]:
+def fulfilments_view(
+    session: Session, stmt: object, locs: dict[int, str] | None = None
+) -> list[FulfilmentView]:
     """The fulfilments a select(Fulfilment) finds, in id order, with their lines (two queries)."""
     found = list(session.scalars(stmt.order_by(Fulfilment.id)))  # type: ignore[attr-defined]
     if not found:
@@ -92,7 +94,9 @@ def line_view(fl: FulfilmentLine, code: str) -> FulfilmentLineView:
     return FulfilmentLineView(code, fl.qty, fl.reserved, fl.awaiting, fl.done, fl.cancelled)
 
 
-def fulfilment_view(f: Fulfilment, locs: dict[int, str], lines: Sequence[FulfilmentLineView]) -> FulfilmentView:
+def fulfilment_view(
+    f: Fulfilment, locs: dict[int, str], lines: Sequence[FulfilmentLineView]
+) -> FulfilmentView:
     return FulfilmentView(
         id=f.id, order_id=f.order_id, location=locs[f.location_id], type=f.type, status=f.status,
         to_location=locs.get(f.to_location_id or -1), at_risk=f.at_risk, ready_at=f.ready_at,
@@ -148,10 +152,14 @@ def list_orders(
 
 
 def get_fulfilment(session: Session, fid: int, *, scope: Scope | None = None) -> FulfilmentView:
-    """One fulfilment with its lines; staff only for their own locations."""
+    """One fulfilment with its lines; staff only for their own locations (a transfer: either end,
+    as its destination's staff receive it)."""
     f = session.get(Fulfilment, fid)
     if f is None:
         raise NotFound(f"no fulfilment {fid}", fulfilment_id=fid)
     if scope is not None:
-        scope.require(f.location_id)
+        scope.require_any(
+            [f.location_id, *([f.to_location_id] if f.to_location_id else [])],
+            "you may not see that fulfilment",
+        )
     return fulfilments_view(session, select(Fulfilment).where(Fulfilment.id == fid))[0]

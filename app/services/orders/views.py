@@ -87,11 +87,11 @@ def delivery_view(
 
 
 def visible_to(order: OrderView, location_codes: frozenset[str] | None) -> OrderView:
-    """The order as staff of some locations see it: only the fulfilments at their locations, and
-    only what routing said about those locations."""
+    """The order as staff of some locations see it: only the fulfilments at their locations (and
+    transfers arriving there), and only what routing said about those locations."""
     if location_codes is None:
         return order
-    mine = [f for f in order.fulfilments if f.location in location_codes]
+    mine = [f for f in order.fulfilments if f.location in location_codes or f.to_location in location_codes]
     r = order.routing
     seen = dataclasses.replace(
         r,
@@ -117,12 +117,19 @@ def routing_json(decision: routing.RoutingDecision) -> dict[str, Any]:
             for n in decision.explanation
         ],
         "allocations": [
-            {"location": a.location, "type": a.type, "to_location": a.to_location,
-             "lines": lines(a.lines), "collect_lines": lines(a.collect_lines)}
+            {
+                "location": a.location,
+                "type": a.type,
+                "to_location": a.to_location,
+                "lines": lines(a.lines),
+                "collect_lines": lines(a.collect_lines),
+            }
             for a in decision.allocations
         ],
         "backordered": lines(decision.backordered),
-        "alternatives": [{"location": a.location, "distance_km": a.distance_km} for a in decision.alternatives],
+        "alternatives": [
+            {"location": a.location, "distance_km": a.distance_km} for a in decision.alternatives
+        ],
     }
 
 
@@ -136,8 +143,13 @@ def routing_from_json(stored: Mapping[str, Any]) -> routing.RoutingDecision:
         status=stored["status"],
         reason=stored.get("reason"),
         allocations=tuple(
-            routing.Allocation(a["location"], a["type"], lines(a["lines"]), a.get("to_location"),
-                               lines(a.get("collect_lines", ())))
+            routing.Allocation(
+                a["location"],
+                a["type"],
+                lines(a["lines"]),
+                a.get("to_location"),
+                lines(a.get("collect_lines", ())),
+            )
             for a in stored.get("allocations", ())
         ),
         backordered=lines(stored.get("backordered", ())),
