@@ -163,7 +163,9 @@ def seed(
                         occurred_at=received_at,
                     )
                 )
-    record(session, legs)
+    # Recorded when received (yesterday): the demo POS counted them since, so the first
+    # reconciliation compares at once instead of waiting for them to settle.
+    record(session, legs, received_at)
     out.movements = len(legs)
     for role, locs in [("storefront", []), ("ops", [])] + [("staff", [s]) for s in stores[:8]]:
         _, plain = keys.create_key(session, role=role, name=f"demo {role}", locations=locs)
