@@ -160,7 +160,7 @@ def list_discrepancies(query: DiscrepanciesQuery) -> ApiResult:
         items, last = reads.discrepancies(
             s,
             feed=query.feed,
-            status=query.status,
+            status=None if query.status == "any" else query.status,
             before=cursor_id(query.cursor),
             limit=page_limit(query.limit),
         )
@@ -201,7 +201,7 @@ def list_quarantine(query: QuarantineQuery) -> ApiResult:
         items, last = reads.quarantined(
             s,
             feed=query.feed,
-            status=query.status,
+            status=None if query.status == "any" else query.status,
             before=cursor_id(query.cursor),
             limit=page_limit(query.limit),
         )

@@ -257,7 +257,7 @@ class DiscrepancyList(BaseModel):
 
 class DiscrepanciesQuery(Strict):
     feed: FeedCode | None = None
-    status: Literal["open", "accepted", "rejected", "superseded"] | None = "open"
+    status: Literal["open", "accepted", "rejected", "superseded", "any"] = Field("open", description="any: every status")
     cursor: Cursor | None = None
     limit: PageSize = 100
 
@@ -294,7 +294,7 @@ class QuarantineList(BaseModel):
 
 class QuarantineQuery(Strict):
     feed: FeedCode | None = None
-    status: Literal["open", "resolved"] | None = "open"
+    status: Literal["open", "resolved", "any"] = Field("open", description="any: every status")
     cursor: Cursor | None = None
     limit: PageSize = 100
 

@@ -241,3 +241,26 @@ def test_metrics_show_each_feeds_runs_and_what_waits_for_ops(
         assert line in text, line
     assert f'omnistock_sync_seconds_since_good_run{{feed="{FEED}"}}' in text
     assert 'omnistock_sync_seconds_since_good_run{feed="broken"}' not in text, "it never had a good run"
+
+
+def test_any_lists_every_status(
+    app: Flask, client: Any, ops: Api, network: Callable[..., None], configure: Callable[..., None]
+) -> None:
+    """status=any lists every quarantine entry and discrepancy whatever its state; open is the default."""
+    from app.models_sync import Feed, Quarantine
+
+    network([{"code": "S1", "name": "S1", "kind": "store", "channels": ["web"]}], ["A"])
+    configure(code="f", name="f", role="source", connector="csv", locations={"S1": "S1"})
+    now = utcnow()
+
+    def add(s: Any) -> None:
+        fid = s.query(Feed).one().id
+        for ref, status in (("x", "open"), ("y", "resolved")):
+            s.add(Quarantine(feed_id=fid, kind="unknown_item", item_ref=ref, location_ref="S1", reason="r", raw={},
+                             status=status, seen_count=1, first_seen_at=now, last_seen_at=now))  # fmt: skip
+
+    transaction(app.extensions["session_factory"], add)
+    listed = {q: [e["item_ref"] for e in ops.get("/api/v1/sync/quarantine" + q).json["items"]] for q in ("", "?status=any")}
+    assert listed == {"": ["x"], "?status=any": ["y", "x"]}, listed
+    assert ops.get("/api/v1/sync/discrepancies?status=any").status_code == 200
+    assert ops.get("/api/v1/sync/quarantine?status=every").status_code == 422
