@@ -7,7 +7,6 @@ Idempotent by the shop's order id; an order that cannot be served is recorded wi
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -20,6 +19,7 @@ from app.models import Channel, Location, Sku
 from app.models_sync import Feed, InboundOrder
 from app.services import orders
 from app.services.sync.feeds import FeedMap
+from app.services.sync.quarantine import json_safe
 from app.sync.base import IncomingOrder
 
 
@@ -117,7 +117,7 @@ def take(
         except DomainError as refused:
             reason = f"{refused.code}: {refused.message}"
     now = utcnow()
-    raw: dict[str, Any] = _safe(order.raw)
+    raw: dict[str, Any] = json_safe(order.raw)
     status = "placed" if order_id else "refused"
     reason = reason and reason[:1000]
 
@@ -137,15 +137,3 @@ def take(
     transaction(factory, record)
     # A refusal is counted once per order, not once per run that sees it again.
     return "still_refused" if status == "refused" and seen else status
-
-
-def _safe(raw: Any) -> dict[str, Any]:
-    try:
-        out = orjson.loads(orjson.dumps(raw, default=str))
-        return out if isinstance(out, dict) else {"value": out}
-    except (TypeError, ValueError):
-        return {"repr": repr(raw)[:2000]}
-
-
-def received_at(row: InboundOrder) -> datetime:
-    return row.received_at

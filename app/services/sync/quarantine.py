@@ -31,13 +31,15 @@ class Problem:
     raw: dict[str, Any]
 
 
-def _json_safe(raw: dict[str, Any]) -> dict[str, Any]:
+def json_safe(raw: Any) -> dict[str, Any]:
+    """A vendor's payload as JSON we can store: odd values as text, a non-object wrapped."""
     import orjson
 
     try:
-        return dict(orjson.loads(orjson.dumps(raw, default=str)))
+        out = orjson.loads(orjson.dumps(raw, default=str))
     except (TypeError, ValueError):
         return {"repr": repr(raw)[:2000]}
+    return out if isinstance(out, dict) else {"value": out}
 
 
 def record(session: Session, feed: Feed, run_id: int, problems: Sequence[Problem], now: datetime) -> int:
@@ -62,14 +64,14 @@ def record(session: Session, feed: Feed, run_id: int, problems: Sequence[Problem
             session.add(
                 Quarantine(
                     feed_id=feed.id, kind=p.kind, item_ref=key[1], location_ref=key[2], reason=p.reason[:500],
-                    raw=_json_safe(p.raw), status="open", seen_count=1, first_seen_at=now, last_seen_at=now,
+                    raw=json_safe(p.raw), status="open", seen_count=1, first_seen_at=now, last_seen_at=now,
                     last_run_id=run_id,
                 )
             )  # fmt: skip
         else:
             q = found
             q.seen_count += 1
-            q.last_seen_at, q.last_run_id, q.reason, q.raw = now, run_id, p.reason[:500], _json_safe(p.raw)
+            q.last_seen_at, q.last_run_id, q.reason, q.raw = now, run_id, p.reason[:500], json_safe(p.raw)
             if q.status == "resolved" and q.resolution and q.resolution.startswith("mapped"):
                 q.status, q.resolved_at = "open", None  # the mapping did not cure it
     return len(distinct)

@@ -23,22 +23,30 @@ def _codes(session: Session) -> dict[int, str]:
     return dict(session.execute(select(Feed.id, Feed.code)).tuples().all())
 
 
+def _newest_first(
+    session: Session, model: Any, *, feed: str | None, status: str | None, before: int | None, limit: int
+) -> tuple[list[Any], int | None]:
+    """A feed's rows of `model`, newest first, from before the cursor's id; the next cursor if more."""
+    fid = _feed_id(session, feed)
+    stmt = select(model).order_by(model.id.desc()).limit(limit + 1)
+    if fid is not None:
+        stmt = stmt.where(model.feed_id == fid)
+    if status:
+        stmt = stmt.where(model.status == status)
+    if before is not None:
+        stmt = stmt.where(model.id < before)
+    rows = list(session.scalars(stmt))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1].id if more and rows else None)
+
+
 def runs(
     session: Session, *, feed: str | None, status: str | None, before: int | None, limit: int
 ) -> tuple[list[RunView], int | None]:
-    fid = _feed_id(session, feed)
-    stmt = select(SyncRun).order_by(SyncRun.id.desc()).limit(limit + 1)
-    if fid is not None:
-        stmt = stmt.where(SyncRun.feed_id == fid)
-    if status:
-        stmt = stmt.where(SyncRun.status == status)
-    if before is not None:
-        stmt = stmt.where(SyncRun.id < before)
-    rows = list(session.scalars(stmt))
+    rows, last = _newest_first(session, SyncRun, feed=feed, status=status, before=before, limit=limit)
     codes = _codes(session)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return [run_view(r, codes[r.feed_id]) for r in rows], (rows[-1].id if more and rows else None)
+    return [run_view(r, codes[r.feed_id]) for r in rows], last
 
 
 def run(session: Session, run_id: int) -> RunView:
@@ -51,18 +59,8 @@ def run(session: Session, run_id: int) -> RunView:
 def discrepancies(
     session: Session, *, feed: str | None, status: str | None, before: int | None, limit: int
 ) -> tuple[list[disc.DiscrepancyView], int | None]:
-    fid = _feed_id(session, feed)
-    stmt = select(Discrepancy).order_by(Discrepancy.id.desc()).limit(limit + 1)
-    if fid is not None:
-        stmt = stmt.where(Discrepancy.feed_id == fid)
-    if status:
-        stmt = stmt.where(Discrepancy.status == status)
-    if before is not None:
-        stmt = stmt.where(Discrepancy.id < before)
-    rows = list(session.scalars(stmt))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return (disc.views(session, rows) if rows else []), (rows[-1].id if more and rows else None)
+    rows, last = _newest_first(session, Discrepancy, feed=feed, status=status, before=before, limit=limit)
+    return (disc.views(session, rows) if rows else []), last
 
 
 @dataclass(frozen=True)
@@ -94,19 +92,9 @@ def quarantine_view(q: Quarantine, code: str) -> QuarantineView:
 def quarantined(
     session: Session, *, feed: str | None, status: str | None, before: int | None, limit: int
 ) -> tuple[list[QuarantineView], int | None]:
-    fid = _feed_id(session, feed)
-    stmt = select(Quarantine).order_by(Quarantine.id.desc()).limit(limit + 1)
-    if fid is not None:
-        stmt = stmt.where(Quarantine.feed_id == fid)
-    if status:
-        stmt = stmt.where(Quarantine.status == status)
-    if before is not None:
-        stmt = stmt.where(Quarantine.id < before)
-    rows = list(session.scalars(stmt))
+    rows, last = _newest_first(session, Quarantine, feed=feed, status=status, before=before, limit=limit)
     codes = _codes(session)
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return [quarantine_view(q, codes[q.feed_id]) for q in rows], (rows[-1].id if more and rows else None)
+    return [quarantine_view(q, codes[q.feed_id]) for q in rows], last
 
 
 @dataclass(frozen=True)

@@ -26,32 +26,14 @@ import requests
 from flask import Response, request
 
 from app.sync.fakes.harness import FakeVendor, rfc3339
+from app.sync.square import KNOWN_STATES
 
 SQUARE_VERSION = "2025-08-20"
 COUNTS = "/v2/inventory/counts/batch-retrieve"
 CHANGES = "/v2/inventory/changes/batch-retrieve"
 CREATE = "/v2/inventory/changes/batch-create"
 
-STATES = frozenset(
-    [
-        "IN_STOCK",
-        "SOLD",
-        "RETURNED_BY_CUSTOMER",
-        "RESERVED_FOR_SALE",
-        "SOLD_ONLINE",
-        "ORDERED_FROM_VENDOR",
-        "RECEIVED_FROM_VENDOR",
-        "IN_TRANSIT_TO",
-        "IN_TRANSIT",
-        "NONE",
-        "WASTE",
-        "UNLINKED_RETURN",
-        "COMPOSED",
-        "DECOMPOSED",
-        "CUSTOM",
-        "SUPPORTED_BY_NEWER_VERSION",
-    ]
-)
+STATES = KNOWN_STATES | {"SUPPORTED_BY_NEWER_VERSION"}  # what a newer Square sends an older client
 UNTRACKED = frozenset({"NONE", "SOLD", "UNLINKED_RETURN"})  # Square keeps no count for these
 READ_ONLY = frozenset({"RESERVED_FOR_SALE", "SOLD_ONLINE", "IN_TRANSIT_TO", "SUPPORTED_BY_NEWER_VERSION"})
 BODY_KEY = {"PHYSICAL_COUNT": "physical_count", "ADJUSTMENT": "adjustment", "TRANSFER": "transfer"}
