@@ -58,6 +58,13 @@ class Location(Base):
     daily_capacity: Mapped[int | None] = mapped_column(Integer)
     pick_minutes: Mapped[int] = mapped_column(Integer, server_default="60")
     pickup_hold_hours: Mapped[int] = mapped_column(Integer, server_default="72")
+    # Click-and-collect: the reminder goes this many hours before a ready pickup's deadline;
+    # opening hours ({"mon": [["09:00", "17:30"]], ...} in the store's zone; null = always open)
+    # bound when picking can finish; transfers into the store take transfer_hours on the road.
+    pickup_reminder_hours: Mapped[int] = mapped_column(Integer, server_default="24")
+    opening_hours: Mapped[dict[str, list[list[str]]] | None] = mapped_column(JSON)
+    transfer_hours: Mapped[int] = mapped_column(Integer, server_default="24")
+    not_found_policy: Mapped[str] = mapped_column(String(16), server_default="reroute")
     default_safety_stock: Mapped[int] = mapped_column(Integer, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
@@ -257,6 +264,7 @@ class Fulfilment(Base):
         CheckConstraint("type IN ('ship', 'pickup', 'transfer')", name="type_known"),
         Index("ix_fulfilments_order_id", "order_id"),
         Index("ix_fulfilments_location_status", "location_id", "status"),
+        Index("ix_fulfilments_status_hold_until", "status", "hold_until"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -271,6 +279,14 @@ class Fulfilment(Base):
     at_risk: Mapped[bool] = mapped_column(Boolean, server_default=false())
     ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     hold_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Pickup: when it was promised ready, the hash of its pickup code (never the code), wrong
+    # tries since the last lock, the lock's end, when the reminder went and when it was collected.
+    promised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    code_hash: Mapped[str | None] = mapped_column(String(64))
+    code_tries: Mapped[int] = mapped_column(Integer, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    reminded_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    collected_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
@@ -427,3 +443,4 @@ class JobRun(Base):
 
 # Registers the sync tables on Base.metadata wherever the models are imported.
 from app import models_sync as _models_sync  # noqa: E402,F401
+from app import models_pickup as _models_pickup  # noqa: E402,F401

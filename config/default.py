@@ -69,3 +69,18 @@ JOB_RUN_RETENTION_DAYS = 14
 # The demo's outside systems: a Square POS and a Shopify shop served by the vendor fakes inside the
 # serving process (under /demo-vendors/), configured as feeds at start. Never on in production.
 DEMO_VENDORS = False
+
+# Click-and-collect at the counter. A pickup is locked for PICKUP_LOCK_MINUTES after
+# PICKUP_MAX_TRIES wrong codes (counted across every app process, in the database).
+PICKUP_MAX_TRIES = 5
+PICKUP_LOCK_MINUTES = 15
+# Seconds between the pickup queue page's own refreshes.
+PICKUP_REFRESH_S = 30
+
+# Staff sign-in: a signed session cookie that expires after SESSION_HOURS; at most
+# SIGN_IN_MAX_FAILURES refused sign-ins per user name, or per address, in SIGN_IN_WINDOW_S.
+# SESSION_COOKIE_SECURE: set true behind TLS (the embedded default serves plain HTTP on 127.0.0.1).
+SESSION_HOURS = 12
+SESSION_COOKIE_SECURE = False
+SIGN_IN_MAX_FAILURES = 5
+SIGN_IN_WINDOW_S = 900

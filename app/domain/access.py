@@ -43,11 +43,12 @@ class Scope(frozenset[int]):
 class Principal:
     """Who is calling: an id, a display name, one role and (for staff) the locations it may act on."""
 
-    key_id: int
+    key_id: int | None  # the API key; None for a signed-in staff session
     name: str
     role: str
     location_ids: frozenset[int]
     location_codes: tuple[str, ...]
+    user_id: int | None = None  # the staff account of a signed-in session
 
     def scope(self) -> Scope | None:
         """Locations this caller is limited to; None means all (ops, storefront)."""
