@@ -223,6 +223,8 @@ class Order(Base):
     request_hash: Mapped[str] = mapped_column(String(64))
     channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id"))
     customer_ref: Mapped[str | None] = mapped_column(String(200))
+    # Who collects a pickup: shown at the counter (the reference is for systems, the name for people).
+    customer_name: Mapped[str | None] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(24))
     delivery_type: Mapped[str] = mapped_column(String(16))
     ship_lat: Mapped[float | None] = mapped_column(Float)
@@ -442,5 +444,5 @@ class JobRun(Base):
 
 
 # Registers the sync tables on Base.metadata wherever the models are imported.
-from app import models_sync as _models_sync  # noqa: E402,F401
 from app import models_pickup as _models_pickup  # noqa: E402,F401
+from app import models_sync as _models_sync  # noqa: E402,F401

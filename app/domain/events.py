@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 ORDER_EVENTS = (
     "order.created", "order.cancelled", "order.lines_cancelled", "fulfilment.allocated", "fulfilment.picking",
     "fulfilment.ready_for_pickup", "fulfilment.shipped", "fulfilment.received",
     "fulfilment.collected", "fulfilment.cancelled", "fulfilment.expired", "fulfilment.shortage",
-    "order.returned",
+    "order.returned", "fulfilment.pickup_reminder", "fulfilment.pickup_locked", "fulfilment.line_not_found",
 )  # fmt: skip
 STOCK_EVENTS = ("stock.out_of_stock", "stock.back_in_stock")
 EVENT_TYPES = ORDER_EVENTS + STOCK_EVENTS
@@ -71,13 +72,16 @@ def order_returned(order_id: int, location: str, lines: Sequence[tuple[str, int,
 
 def fulfilment_allocated(
     order_id: int, fulfilment_id: int, location: str, type_: str, lines: Sequence[tuple[str, int]],
-    reason: str | None = None,
+    reason: str | None = None, promised_at: datetime | None = None,
 ) -> Event:  # fmt: skip
-    """Units were reserved at a location for a shipment, pickup or transfer."""
+    """Units were reserved at a location for a shipment, pickup or transfer (a pickup says when it
+    is promised ready)."""
     payload: dict[str, Any] = {"order_id": order_id, "fulfilment_id": fulfilment_id, "location": location,
                                "type": type_, "lines": lines_payload(lines)}  # fmt: skip
     if reason is not None:
         payload["reason"] = reason
+    if promised_at is not None:
+        payload["promised_at"] = promised_at.isoformat()
     return Event("fulfilment.allocated", payload, order_id, fulfilment_id)
 
 

@@ -9,7 +9,7 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
@@ -29,14 +29,11 @@ OpeningHours = Mapping[str, Sequence[Sequence[str]]]
 
 class PickupCodeWrong(DomainError):
     code = "wrong_pickup_code"
+    kind = "invalid"
 
 
 class PickupLocked(DomainError):
     code = "pickup_locked"
-
-
-class PickupNotOffered(DomainError):
-    code = "pickup_not_offered"
 
 
 def parse_hours(hours: OpeningHours) -> dict[str, list[tuple[time, time | None]]]:
@@ -60,7 +57,9 @@ def parse_hours(hours: OpeningHours) -> dict[str, list[tuple[time, time | None]]
     return out
 
 
-def _open_spans(hours: OpeningHours | None, tz: ZoneInfo, start: datetime, days: int = 15):
+def _open_spans(
+    hours: OpeningHours | None, tz: ZoneInfo, start: datetime, days: int = 15
+) -> Iterator[tuple[datetime, datetime]]:
     """Open (from, to) intervals in UTC from the local day of start onwards."""
     local_day = start.astimezone(tz).date()
     table = parse_hours(hours) if hours is not None else None
@@ -85,7 +84,7 @@ def promised_ready(
     for lo, hi in _open_spans(hours, ZoneInfo(timezone), start):
         if hi <= start:
             continue
-        begin = max(lo, start)
+        begin: datetime = max(lo, start)
         if begin + left <= hi:
             return begin + left
         left -= hi - begin

@@ -47,6 +47,7 @@ def _command(body: OrderIn) -> orders.PlaceOrder:
         delivery=delivery,
         external_id=body.external_id,
         customer_ref=body.customer_ref,
+        customer_name=body.customer_name,
         allow_split=body.allow_split,
         allow_partial=body.allow_partial,
         idempotency_key=_idempotency_key(),

@@ -7,9 +7,18 @@ from functools import cache
 from typing import Annotated, Literal
 from zoneinfo import available_timezones
 
-from pydantic import AfterValidator, BaseModel, Field, StrictBool, StrictInt, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError, ValidationError
 
+from app.domain import pickup as pickup_rules
 from app.schemas.types import (
     BodyLatitude,
     BodyLongitude,
@@ -69,6 +78,21 @@ def refuse_repeated_codes(items: Sequence[LocationCreate | SkuIn], list_field: s
 
 
 # ---------------------------------------------------------------- locations
+HHMM = Annotated[str, StringConstraints(pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+def _hours_in_order(value: dict[str, list[tuple[str, str]]]) -> dict[str, list[tuple[str, str]]]:
+    try:
+        pickup_rules.parse_hours(value)
+    except ValueError as exc:
+        raise PydanticCustomError("opening_hours", str(exc)) from exc
+    return value
+
+
+OpeningHoursIn = Annotated[
+    dict[Weekday, Annotated[list[tuple[HHMM, HHMM]], Field(max_length=4)]], AfterValidator(_hours_in_order)
+]
 class LocationFields(Strict):
     name: Annotated[str, Text(200)] | None = None
     kind: Literal["store", "warehouse"] | None = None
@@ -83,6 +107,17 @@ class LocationFields(Strict):
     daily_capacity: Count | None = Field(None, description="Shipments per day; null = unlimited")
     pick_minutes: StrictInt | None = Field(None, ge=0, le=7 * 24 * 60)
     pickup_hold_hours: StrictInt | None = Field(None, ge=1, le=24 * 60)
+    pickup_reminder_hours: StrictInt | None = Field(
+        None, ge=0, le=24 * 60, description="Hours before a ready pickup's deadline the reminder goes (0: none)"
+    )
+    opening_hours: OpeningHoursIn | None = Field(
+        None, description='Local opening hours per weekday, e.g. {"mon": [["09:00", "17:30"]]}; a day left out '
+        "is closed; null: always open. Promised ready times fall inside them"
+    )
+    transfer_hours: StrictInt | None = Field(None, ge=0, le=24 * 60, description="Transit time of a transfer into this store")
+    not_found_policy: Literal["reroute", "cancel"] | None = Field(
+        None, description="A line staff cannot find: re-route it to another location, or cancel it"
+    )
     default_safety_stock: Count | None = None
     channels: list[ChannelCode] | None = Field(
         None, max_length=MAX_CHANNELS_PER_LOCATION, description="Channels this location serves"
@@ -130,6 +165,10 @@ class LocationOut(BaseModel):
     pickup_hold_hours: int
     default_safety_stock: int
     channels: list[str]
+    pickup_reminder_hours: int
+    opening_hours: dict[str, list[list[str]]] | None
+    transfer_hours: int
+    not_found_policy: str
 
 
 class LocationList(BaseModel):

@@ -72,6 +72,7 @@ class OrderIn(Strict):
     external_id: Annotated[str, Text(100)] | None = Field(None, description="The storefront's own order id")
     channel: ChannelCode = "web"
     customer_ref: CustomerRef | None = None
+    customer_name: Annotated[str, Text(200)] | None = Field(None, description="Who collects a pickup (shown at the counter)")
     lines: list[OrderLineIn] = Field(min_length=1, max_length=MAX_ORDER_LINES)
     delivery: ShipDelivery | PickupDelivery = Field(discriminator="type")
     allow_split: StrictBool = True
@@ -110,6 +111,9 @@ class RoutingOut(BaseModel):
     allocations: list[RoutingAllocation]
     backordered: list[LineQty]
     alternatives: list[Alternative]
+    ready_by: datetime | None = Field(
+        None, description="A pickup's promised ready time: pick time within opening hours, after any transfer arrives"
+    )
 
 
 class FulfilmentLineOut(BaseModel):
@@ -132,6 +136,9 @@ class FulfilmentOut(BaseModel):
     ready_at: datetime | None = Field(description="When the pickup was marked ready")
     hold_until: datetime | None = Field(description="A ready pickup is held until then")
     lines: list[FulfilmentLineOut]
+    promised_at: datetime | None = Field(None, description="A pickup's promised ready time (kept up to date)")
+    collected_at: datetime | None = Field(None, description="When the customer collected the pickup")
+    locked_until: datetime | None = Field(None, description="Handover refused until then after wrong codes")
 
 
 class OrderLineOut(BaseModel):
@@ -166,6 +173,7 @@ class OrderOut(BaseModel):
     routing: RoutingOut
     created_at: datetime
     updated_at: datetime
+    customer_name: str | None = None
 
 
 class OrderPath(PathModel):

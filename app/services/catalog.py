@@ -16,6 +16,7 @@ from app.services.catalog_views import ChannelView, LocationView, SkuUpsertView,
 LOCATION_FIELDS = (
     "name", "kind", "lat", "lon", "postcode", "timezone", "active", "ships", "pickup",
     "priority", "daily_capacity", "pick_minutes", "pickup_hold_hours", "default_safety_stock",
+    "pickup_reminder_hours", "opening_hours", "transfer_hours", "not_found_policy",
 )  # fmt: skip
 
 
@@ -153,7 +154,8 @@ def location_views(session: Session, locations: Sequence[Location]) -> list[Loca
             timezone=loc.timezone, active=loc.active, ships=loc.ships, pickup=loc.pickup,
             priority=loc.priority, daily_capacity=loc.daily_capacity, pick_minutes=loc.pick_minutes,
             pickup_hold_hours=loc.pickup_hold_hours, default_safety_stock=loc.default_safety_stock,
-            channels=tuple(chans.get(loc.id, ())),
+            channels=tuple(chans.get(loc.id, ())), pickup_reminder_hours=loc.pickup_reminder_hours,
+            opening_hours=loc.opening_hours, transfer_hours=loc.transfer_hours, not_found_policy=loc.not_found_policy,
         )
         for loc in locations
     ]  # fmt: skip

@@ -7,7 +7,7 @@ The catalog service returns these; the API serialises them only through its *Out
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
@@ -29,6 +29,10 @@ class LocationView:
     pickup_hold_hours: int
     default_safety_stock: int
     channels: Sequence[str]
+    pickup_reminder_hours: int = 24
+    opening_hours: Mapping[str, Sequence[Sequence[str]]] | None = None
+    transfer_hours: int = 24
+    not_found_policy: str = "reroute"
 
 
 @dataclass(frozen=True, slots=True)

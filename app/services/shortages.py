@@ -27,6 +27,7 @@ from app.services.orders.candidates import Context, load_candidates
 from app.services.orders.commands import LostRace, Policy
 from app.services.orders.refs import channel_of
 from app.services.orders.rows import free_day_slot, give_back, locked_lines, order_row
+from app.services.pickup import promise
 
 _OPEN = [s.value for s in lifecycle.OPEN]
 
@@ -100,7 +101,7 @@ def handle_shortages(
                 break
             qty = min(gap, fl.reserved)
             gap -= qty
-            moved_to = _reroute(session, f, fl, qty, policy, now)
+            moved_to = reroute(session, f, fl, qty, policy, now)
             if moved_to is None:
                 _flag(session, f)
             found.append((f, sku_id, loc_id, qty, moved_to))
@@ -188,10 +189,11 @@ class _Source:
     ctx: Context
 
 
-def _reroute(
+def reroute(
     session: Session, f: Fulfilment, fl: FulfilmentLine, qty: int, policy: Policy, now: datetime
 ) -> str | None:
-    """Try to take qty of one line from elsewhere; returns the new location code, or None."""
+    """Try to take qty of one line from elsewhere; returns the new location code, or None.
+    A pickup re-sourced by transfer (or one whose transfer is) gets a later promise."""
     source = _choose_source(session, f, fl, qty, policy, now)
     if source is None:
         return None
@@ -242,6 +244,9 @@ def _reroute(
         f.status, f.updated_at = Status.CANCELLED.value, now
         events.emit(session, [ev.fulfilment_event("fulfilment.cancelled", f.id, f.order_id, f.status,
                                                   reason="shortage")], now)  # fmt: skip
+    fed = f if f.type == "pickup" else session.get(Fulfilment, f.feeds_fulfilment_id) if feeds else None
+    if fed is not None:
+        promise.refresh(session, fed, now)
     sku_code = session.scalar(select(Sku.code).where(Sku.id == fl.sku_id)) or ""
     events.emit(session, [ev.fulfilment_allocated(f.order_id, existing.id, source.location, new_type,
                                                   [(sku_code, qty)], reason="shortage")], now)  # fmt: skip

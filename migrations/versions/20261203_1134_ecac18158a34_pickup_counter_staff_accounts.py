@@ -5,7 +5,7 @@ Revises: 0a6c42e1023c
 Create Date: 2026-12-03 11:34:33.756164
 
 Click-and-collect at the counter: staff accounts scoped to stores, failed sign-ins for the rate
-limit, bin hints; stores gain reminder lead, opening hours, transfer time and the not-found
+limit, bin hints; orders gain the customer's name; stores gain reminder lead, opening hours, transfer time and the not-found
 policy; fulfilments gain the promised ready time, the hashed pickup code, its wrong-try lock,
 the reminder mark and the collection time.
 
@@ -73,6 +73,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('collected_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index('ix_fulfilments_status_hold_until', ['status', 'hold_until'], unique=False)
 
+    with op.batch_alter_table('orders', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('customer_name', sa.String(length=200), nullable=True))
+
     with op.batch_alter_table('locations', schema=None) as batch_op:
         batch_op.add_column(sa.Column('pickup_reminder_hours', sa.Integer(), server_default='24', nullable=False))
         batch_op.add_column(sa.Column('opening_hours', sa.JSON(), nullable=True))
@@ -90,6 +93,9 @@ def downgrade() -> None:
         batch_op.drop_column('transfer_hours')
         batch_op.drop_column('opening_hours')
         batch_op.drop_column('pickup_reminder_hours')
+
+    with op.batch_alter_table('orders', schema=None) as batch_op:
+        batch_op.drop_column('customer_name')
 
     with op.batch_alter_table('fulfilments', schema=None) as batch_op:
         batch_op.drop_index('ix_fulfilments_status_hold_until')

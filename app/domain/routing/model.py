@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal, get_args
 
 Criterion = Literal["distance", "priority", "capacity", "depth"]
@@ -140,6 +141,8 @@ class RoutingDecision:
     alternatives: tuple[Alternative, ...] = ()
     # for refused: "insufficient_stock" | "pickup_location_unavailable"
     reason: str | None = None
+    # A pickup's promised ready time (set by the service, which knows the store's clock).
+    ready_by: datetime | None = None
 
 
 def initial_order_status(decision: RoutingDecision) -> str:

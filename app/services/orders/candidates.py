@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -18,6 +19,7 @@ from app.domain.ledger import free_units, safety_for
 from app.services.orders.commands import PickupUnavailable, PlaceOrder, Policy
 from app.services.orders.refs import channel_of, place_point, sku_ids
 from app.services.orders.views import routing_json
+from app.services.pickup import promise
 
 log = logging.getLogger(__name__)
 
@@ -221,6 +223,10 @@ def decide(
             "unknown_location",
         )
     decision = routing.route(_routing_request(cmd, *point), candidates, policy.routing_policy())
+    if cmd.delivery.type == "pickup" and decision.status != "refused" and cmd.delivery.location:
+        with_transfer = any(a.type == "transfer" for a in decision.allocations)
+        when = promise.ready_by(session, ctx.locations[cmd.delivery.location].id, now, with_transfer=with_transfer)
+        decision = dataclasses.replace(decision, ready_by=when)
     return ctx, decision, point
 
 

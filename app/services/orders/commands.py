@@ -42,6 +42,7 @@ class PlaceOrder:
     allow_split: bool = True
     allow_partial: bool = False
     idempotency_key: str | None = None
+    customer_name: str | None = None
     # Whether the caller may use a store's till channel (ops, the POS side); not part of the order.
     till: bool = False
 
@@ -52,6 +53,9 @@ class PlaceOrder:
             "external_id": self.external_id, "customer_ref": self.customer_ref,
             "allow_split": self.allow_split, "allow_partial": self.allow_partial,
         }  # fmt: skip
+        if self.customer_name is not None:
+            # Only when given: orders placed before the field existed keep their fingerprint.
+            body["customer_name"] = self.customer_name
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 

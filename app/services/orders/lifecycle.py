@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -53,20 +55,31 @@ def refresh_order_status(session: Session, order_id: int, now: datetime) -> str:
     return status
 
 
-def transition(session: Session, fid: int, target: Status, *, scope: Scope | None = None) -> FulfilmentView:
-    """Move a fulfilment along one edge of its life cycle, with the ledger movements it implies."""
-    now = utcnow()
+# Work an edge does beside the generic moves (issuing a pickup code, say): it sees the locked
+# fulfilment and its lines after the move and returns what the edge's event adds to its payload.
+EdgeWork = Callable[[Session, Fulfilment, list[FulfilmentLine], datetime], Mapping[str, Any]]
+
+
+def transition(
+    session: Session, fid: int, target: Status, *, scope: Scope | None = None, kind: str | None = None,
+    work: EdgeWork | None = None, now: datetime | None = None,
+) -> FulfilmentView:  # fmt: skip
+    """Move a fulfilment along one edge of its life cycle, with the ledger movements it implies
+    (kind: the fulfilment must be of this type, e.g. a pickup for the counter's edges)."""
+    now = now or utcnow()
     order = order_row(session, order_of(session, fid), lock=True)
     before = order.status  # refresh_order_status writes by statement: this stays the old status
     f = locked_fulfilment(session, fid)
     if scope is not None:
         # A transfer is received by the store it arrives at, everything else by the location acting.
         scope.require(f.to_location_id if target is Status.RECEIVED else f.location_id)
+    if kind is not None and f.type != kind:
+        raise lifecycle.InvalidTransition(f"fulfilment {fid} is a {f.type}, not a {kind}", type=f.type)
     lifecycle.check_transition(f.type, f.status, target)
     _refuse_lone_transfer_cancel(session, f, target)
     lines = locked_lines(session, fid)
     if target in (Status.READY_FOR_PICKUP, Status.COLLECTED):
-        _refuse_while_awaiting(session, lines)
+        refuse_while_awaiting(session, lines)
     legs: list[Leg] = []
     if target in (Status.SHIPPED, Status.COLLECTED):
         legs += _hand_over(f, lines)
@@ -79,7 +92,8 @@ def transition(session: Session, fid: int, target: Status, *, scope: Scope | Non
     f.status = target.value
     f.updated_at = now
     move(session, legs, now)
-    events.emit(session, [fulfilment_event(f, f"fulfilment.{target.value}")], now)
+    extra = work(session, f, lines, now) if work is not None else {}
+    events.emit(session, [fulfilment_event(f, f"fulfilment.{target.value}", **extra)], now)
     session.flush()
     if refresh_order_status(session, f.order_id, now) == "cancelled" and before != "cancelled":
         events.emit(session, [ev.order_cancelled(f.order_id, fulfilment_id=f.id)], now)
@@ -97,7 +111,7 @@ def _refuse_lone_transfer_cancel(session: Session, f: Fulfilment, target: Status
             )
 
 
-def _refuse_while_awaiting(session: Session, lines: list[FulfilmentLine]) -> None:
+def refuse_while_awaiting(session: Session, lines: list[FulfilmentLine]) -> None:
     """A pickup is ready (or collected) only with every unit in the store.
 
     (A ready pickup can await units again: a till sale there re-routed them to a transfer.)

@@ -52,7 +52,7 @@ class Placed:
 
 
 ORDER_COLUMNS = (
-    "external_id", "idempotency_key", "request_hash", "channel_id", "customer_ref", "status",
+    "external_id", "idempotency_key", "request_hash", "channel_id", "customer_ref", "customer_name", "status",
     "delivery_type", "ship_lat", "ship_lon", "ship_postcode", "pickup_location_id", "allow_split",
     "allow_partial", "routing", "created_at", "updated_at",
 )  # fmt: skip
@@ -60,7 +60,7 @@ ORDER_LINE_COLUMNS = ("order_id", "line_no", "sku_id", "qty", "backordered", "ca
 FULFILMENT_LINE_COLUMNS = ("fulfilment_id", "sku_id", "qty", "reserved", "awaiting", "done", "cancelled")
 FULFILMENT_COLUMNS = (
     "order_id", "location_id", "type", "status", "to_location_id", "feeds_fulfilment_id", "at_risk",
-    "created_at", "updated_at",
+    "promised_at", "created_at", "updated_at",
 )  # fmt: skip
 # Refusals that come after routing, so the channel is known to exist (a metric label may name it).
 _ROUTED_REFUSALS = frozenset({"insufficient_stock", "pickup_location_unavailable", "idempotency_conflict"})
@@ -152,7 +152,7 @@ class _Plan:
     def order_row(self) -> tuple[Any, ...]:
         c = self.cmd
         return (
-            c.external_id, c.idempotency_key, self.fingerprint, self.ctx.channel_id, c.customer_ref, self.status,
+            c.external_id, c.idempotency_key, self.fingerprint, self.ctx.channel_id, c.customer_ref, c.customer_name, self.status,
             c.delivery.type, self.point[0], self.point[1], c.delivery.postcode,
             self.loc_id.get(c.delivery.location or ""), c.allow_split, c.allow_partial,
             routing_json(self.decision), self.now, self.now,
@@ -161,7 +161,10 @@ class _Plan:
     def fulfilment_row(self, a: routing.Allocation, order_id: int, pickup_fid: int | None) -> tuple[Any, ...]:
         feeds = pickup_fid if a.type == "transfer" else None
         return (order_id, self.loc_id[a.location], a.type, Status.ALLOCATED.value,
-                self.loc_id.get(a.to_location or ""), feeds, False, self.now, self.now)  # fmt: skip
+                self.loc_id.get(a.to_location or ""), feeds, False, self.promised_at(a), self.now, self.now)  # fmt: skip
+
+    def promised_at(self, a: routing.Allocation) -> datetime | None:
+        return self.decision.ready_by if a.type == "pickup" else None
 
     def shown_lines(self, alloc: routing.Allocation) -> list[FulfilmentLineView]:
         """A fulfilment's lines: a pickup shows everything collected there, part of it awaited."""
@@ -185,7 +188,8 @@ def _place(session: Session, cmd: PlaceOrder, policy: Policy, now: datetime) -> 
     line_rows, legs = _lines_and_legs(plan, order_id, fids)
     _expect_transfers(session, legs, now)
     evs = [ev.order_created(order_id, cmd.external_id, plan.status, cmd.customer_ref)]
-    evs += [ev.fulfilment_allocated(order_id, fid, a.location, a.type, [(ln.sku, ln.qty) for ln in a.lines])
+    evs += [ev.fulfilment_allocated(order_id, fid, a.location, a.type, [(ln.sku, ln.qty) for ln in a.lines],
+                                    promised_at=plan.promised_at(a))
             for a, fid in zip(plan.allocations, fids, strict=True)]  # fmt: skip
     # The rest of the order goes in one round trip: on PostgreSQL all its rows and the
     # reservation are one statement. Reserving comes last: the row locks it takes are held until
@@ -274,12 +278,12 @@ def _placed_view(plan: _Plan, order_id: int, fids: list[int]) -> OrderView:
     cmd = plan.cmd
     fulfilments = [
         FulfilmentView(fid, order_id, a.location, a.type, Status.ALLOCATED.value, a.to_location, False,
-                       None, None, plan.shown_lines(a))
+                       None, None, plan.shown_lines(a), promised_at=plan.promised_at(a))
         for a, fid in zip(plan.allocations, fids, strict=True)
     ]  # fmt: skip
     return OrderView(
         id=order_id, external_id=cmd.external_id, status=plan.status, channel=cmd.channel,
-        customer_ref=cmd.customer_ref,
+        customer_ref=cmd.customer_ref, customer_name=cmd.customer_name,
         delivery=delivery_view(cmd.delivery.type, plan.point[0], plan.point[1], cmd.delivery.postcode,
                                cmd.delivery.location),
         lines=[OrderLineView(s, q, plan.backordered.get(s, 0), 0, 0) for s, q in cmd.lines],

@@ -58,7 +58,7 @@ def orders_view(session: Session, orders: Sequence[Order]) -> list[OrderView]:
     return [
         OrderView(
             id=o.id, external_id=o.external_id, status=o.status, channel=chans.get(o.channel_id),
-            customer_ref=o.customer_ref,
+            customer_ref=o.customer_ref, customer_name=o.customer_name,
             delivery=delivery_view(o.delivery_type, o.ship_lat, o.ship_lon, o.ship_postcode,
                                    locs.get(o.pickup_location_id or -1)),
             lines=lines.get(o.id, []), fulfilments=by_order.get(o.id, []), routing=routing_from_json(o.routing),
@@ -100,7 +100,8 @@ def fulfilment_view(
     return FulfilmentView(
         id=f.id, order_id=f.order_id, location=locs[f.location_id], type=f.type, status=f.status,
         to_location=locs.get(f.to_location_id or -1), at_risk=f.at_risk, ready_at=f.ready_at,
-        hold_until=f.hold_until, lines=lines,
+        hold_until=f.hold_until, lines=lines, promised_at=f.promised_at, collected_at=f.collected_at,
+        locked_until=f.locked_until,
     )  # fmt: skip
 
 

@@ -37,6 +37,9 @@ class FulfilmentView:
     ready_at: datetime | None
     hold_until: datetime | None
     lines: Sequence[FulfilmentLineView]
+    promised_at: datetime | None = None
+    collected_at: datetime | None = None
+    locked_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,7 @@ class OrderView:
     routing: routing.RoutingDecision
     created_at: datetime
     updated_at: datetime
+    customer_name: str | None = None
 
 
 def delivery_view(
@@ -130,6 +134,7 @@ def routing_json(decision: routing.RoutingDecision) -> dict[str, Any]:
         "alternatives": [
             {"location": a.location, "distance_km": a.distance_km} for a in decision.alternatives
         ],
+        "ready_by": decision.ready_by.isoformat() if decision.ready_by else None,
     }
 
 
@@ -160,4 +165,5 @@ def routing_from_json(stored: Mapping[str, Any]) -> routing.RoutingDecision:
         alternatives=tuple(
             routing.Alternative(a["location"], a.get("distance_km")) for a in stored.get("alternatives", ())
         ),
+        ready_by=datetime.fromisoformat(stored["ready_by"]) if stored.get("ready_by") else None,
     )
