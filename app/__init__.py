@@ -50,7 +50,17 @@ class IsoJSONProvider(DefaultJSONProvider):
 def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     """Build the web app: config, one engine and session factory, routes, errors, CLI."""
     from app import cli, observability, web
-    from app.routes import api_catalog, api_orders, api_stock, api_sync, api_webhooks, health, vendor_hooks
+    from app.routes import (
+        api_catalog,
+        api_orders,
+        api_staff,
+        api_stock,
+        api_sync,
+        api_webhooks,
+        health,
+        pages_auth,
+        vendor_hooks,
+    )
     from app.web.errors import validation_problem
     from app.web.openapi import SECURITY_SCHEMES, OmnistockAPI
 
@@ -66,6 +76,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
         validation_error_status=422,
         validation_error_callback=validation_problem,
         instance_path=str(config["INSTANCE_PATH"]),
+        static_folder="web/static",
     )
     app.config.update(config)
     app.json = IsoJSONProvider(app)
@@ -82,6 +93,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     app.register_api(api_webhooks.bp)
     app.register_api(api_sync.bp)
     app.register_blueprint(vendor_hooks.bp)
+    app.register_api(api_staff.bp)
+    app.register_blueprint(pages_auth.bp)
     cli.init_app(app)
 
     return app

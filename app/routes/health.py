@@ -1,8 +1,8 @@
-"""Liveness and readiness for load balancers and orchestrators."""
+"""The front page for a person, and liveness and readiness for load balancers and orchestrators."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app, render_template, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
@@ -13,16 +13,19 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/")
 def index() -> ResponseReturnValue:
-    """Where to look."""
-    base = request.host_url
-    return {
-        "service": "omnistock",
-        "api": base + "api/v1",
-        "openapi": base + "api/openapi.json",
-        "docs": base + "api/swagger",
-        "health": base + "healthz",
-        "metrics": base + "metrics",
-    }
+    """The front page: what omnistock is and where to go (the same links as JSON, if JSON is preferred)."""
+    if request.accept_mimetypes.best_match(["text/html", "application/json"]) == "application/json":
+        base = request.host_url
+        return {
+            "service": "omnistock",
+            "api": base + "api/v1",
+            "openapi": base + "api/openapi.json",
+            "docs": base + "api/swagger",
+            "pickup": base + "pickup",
+            "health": base + "healthz",
+            "metrics": base + "metrics",
+        }
+    return render_template("home.html")
 
 
 @bp.get("/healthz")

@@ -1,9 +1,10 @@
 """Who is calling: every /api/v1 request is authenticated and authorised before its body is read.
 
 A request yields one Principal (app.domain.access) from whichever resolver recognises its
-credentials: an API key today; a signed-in staff session (the session cookie) for pages later.
-Routes and services never care which; they check locations through Principal.require_location
-or pass Principal.scope() on.
+credentials: an API key for /api/v1, a signed-in staff session (Flask's signed session cookie)
+for pages. Routes and services never care which; they check locations through
+Principal.require_location or pass Principal.scope() on. Every page form carries a CSRF token
+(Flask-WTF); the API, vendor hooks and demo vendors authenticate by key or HMAC and are exempt.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from datetime import timedelta
+from typing import Any, TypeGuard, TypeVar
 
-from flask import Flask, current_app, g, request
+from flask import Flask, current_app, g, request, session
+from flask_wtf.csrf import CSRFProtect  # type: ignore[import-untyped]
 
 from app.db import read_only
 from app.domain.access import Principal
 from app.domain.errors import Forbidden
-from app.services import keys
+from app.services import keys, staff
 from app.web import session_factory
 from app.web.body import require_json_body
 from app.web.errors import Unauthorized
@@ -34,6 +37,13 @@ Resolver = Callable[[], Principal | None]
 # space, NUL) names nobody and is refused before it reaches the cache or the database.
 _KEY_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,200}")
 _RESOLVERS = "omnistock.principal_resolvers"
+# What a signed-in session holds: {"uid": account id, "epoch": its session epoch, "iat": issued at (s)}.
+SESSION_KEY = "staff"
+SESSION_COOKIE = "omnistock_session"
+# Requests that authenticate by key or signature, not by the session cookie: no CSRF token.
+CSRF_EXEMPT_PREFIXES = ("/api/", "/hooks/", "/demo-vendors/")
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_UNSET = object()
 
 
 def roles(*allowed: str) -> Callable[[F], F]:
@@ -108,14 +118,57 @@ class ApiKeyResolver:
         return who
 
 
-def session_principal() -> Principal | None:
-    """The Principal of a signed-in staff session: the seam for staff sign-in.
+def sign_in_session(user_id: int, epoch: int) -> None:
+    """Start a signed-in session for an account (a fresh cookie: nothing of the old one is kept)."""
+    session.clear()
+    session.permanent = True
+    session[SESSION_KEY] = {"uid": user_id, "epoch": epoch, "iat": int(time.time())}
+    g.pop("session_principal", None)
 
-    Sign-in does not exist yet, so no request has one. When it does, this reads the signed
-    session cookie (flask.session) and builds the same Principal an API key gives, and page
-    blueprints authorise with authorise(page_resolvers()).
+
+def sign_out_session() -> None:
+    """Forget the session in this browser (staff.end_sessions ends it everywhere)."""
+    session.clear()
+    g.pop("session_principal", None)
+
+
+def _session_claims() -> tuple[int, int] | None:
+    data = session.get(SESSION_KEY)
+    if not isinstance(data, dict):
+        return None
+    uid, epoch, issued = data.get("uid"), data.get("epoch"), data.get("iat")
+    if not (_is_int(uid) and _is_int(epoch) and _is_int(issued)):
+        return None
+    lifetime = float(current_app.config["SESSION_HOURS"]) * 3600
+    now = time.time()
+    if issued > now + 60 or now - issued > lifetime:
+        return None
+    return uid, epoch
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def session_principal() -> Principal | None:
+    """The Principal of a signed-in staff session, or None (no session, expired, ended, disabled).
+
+    The cookie is signed (itsdangerous, SECRET_KEY), so its account id, epoch and issue time are
+    the ones sign-in wrote; the account is looked up on every request, so a deactivation, a new
+    password or a sign-out elsewhere (a raised epoch) ends it at once. Once per request.
     """
-    return None
+    cached = g.get("session_principal", _UNSET)
+    if cached is not _UNSET:
+        return cached  # type: ignore[no-any-return]
+    who: Principal | None = None
+    claims = _session_claims()
+    if claims is not None:
+        with read_only(session_factory()) as db:
+            who = staff.principal_for(db, *claims)
+    if who is None and SESSION_KEY in session:
+        session.pop(SESSION_KEY)  # expired or ended: the browser need not send it again
+    g.session_principal = who
+    return who
 
 
 def api_resolvers() -> Sequence[Resolver]:
@@ -148,8 +201,35 @@ def authorise(resolvers: Sequence[Resolver]) -> Principal:
     return who
 
 
+def _configure_sessions(app: Flask) -> None:
+    """The session cookie (HttpOnly, SameSite=Lax, Secure behind TLS) and CSRF on every page form."""
+    app.config["SESSION_COOKIE_NAME"] = SESSION_COOKIE
+    app.config["SESSION_COOKIE_HTTPONLY"] = True
+    app.config["SESSION_COOKIE_SAMESITE"] = "Lax"
+    app.config["SESSION_COOKIE_SECURE"] = bool(app.config.get("SESSION_COOKIE_SECURE"))
+    app.config["PERMANENT_SESSION_LIFETIME"] = timedelta(hours=float(app.config["SESSION_HOURS"]))
+    # A token lives as long as its session (bounded by SESSION_HOURS), not an hour: a counter
+    # tablet left on the pickup screen must not find every form expired after lunch.
+    app.config.setdefault("WTF_CSRF_TIME_LIMIT", None)
+    app.config["WTF_CSRF_CHECK_DEFAULT"] = False
+    csrf = CSRFProtect(app)
+
+    @app.before_request
+    def _csrf_guard() -> None:
+        if request.method in _SAFE_METHODS or request.endpoint is None:
+            return
+        if request.path.startswith(CSRF_EXEMPT_PREFIXES):
+            return
+        csrf.protect()
+
+    @app.context_processor
+    def _signed_in() -> dict[str, Any]:
+        return {"current_staff": session_principal}
+
+
 def init_app(app: Flask) -> None:
     """Authenticate and authorise every /api/v1 request before its body is even parsed."""
+    _configure_sessions(app)
     app.extensions[_RESOLVERS] = {
         "api": (ApiKeyResolver(float(app.config["API_KEY_CACHE_SECONDS"])),),
         "pages": (session_principal,),

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, json, render_template, request
+from flask_wtf.csrf import CSRFError  # type: ignore[import-untyped]
 from markupsafe import escape
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
@@ -23,6 +24,8 @@ STATUS_BY_KIND = {
     "not_found": 404,
     "conflict": 409,
     "forbidden": 403,
+    "unauthorized": 401,
+    "rate_limited": 429,
 }
 TITLES = {
     400: "Bad request",
@@ -214,6 +217,11 @@ def init_app(app: Flask) -> None:
     def _domain(error: DomainError) -> Response:
         status = STATUS_BY_KIND.get(error.kind, 409)
         return respond(status, error.code, error.message, **error.details)
+
+    @app.errorhandler(CSRFError)
+    def _csrf(error: CSRFError) -> Response:
+        # A page form without a valid token: most often one left open past its session.
+        return respond(400, "form_expired", "The form has expired. Reload the page and try again.")
 
     @app.errorhandler(ValidationError)
     def _validation(error: ValidationError) -> Response:

@@ -112,6 +112,13 @@ TABLE: list[Call] = [
     Call("POST", "/sync/quarantine/<int:quarantine_id>/resolve", "/sync/quarantine/999999/resolve",
          (*ANON, 403, 403, 403, 404), body={"dismiss": True}),
     Call("GET", "/sync/orders", "/sync/orders", (*ANON, 403, 403, 403, 200)),
+    # staff accounts: ops only (the password is never answered)
+    Call("POST", "/staff-users", "/staff-users", (*ANON, 403, 403, 403, 201),
+         body={"username": "clerk.a", "display_name": "Clerk A", "password": "counter-pass-1", "locations": ["ST-A"]}),
+    Call("GET", "/staff-users", "/staff-users", (*ANON, 403, 403, 403, 200)),
+    Call("GET", "/staff-users/<username>", "/staff-users/clerk.a", (*ANON, 403, 403, 403, 200)),
+    Call("PATCH", "/staff-users/<username>", "/staff-users/clerk.a", (*ANON, 403, 403, 403, 200),
+         body={"display_name": "Clerk Ann"}),
 ]  # fmt: skip
 
 

@@ -23,7 +23,7 @@ from pydantic import BaseModel
 
 from app import schemas as s
 from app.domain import routing
-from app.services import catalog_views, stock, stock_reads, webhook_views
+from app.services import catalog_views, staff, stock, stock_reads, webhook_views
 from app.services import shortages as shortages_
 from app.services.orders import views as order_views
 from app.services.sync import discrepancies as sync_discrepancies
@@ -70,6 +70,8 @@ PAIRS: list[tuple[type, type[BaseModel]]] = [
     (sync_discrepancies.DiscrepancyView, s.DiscrepancyOut),
     (sync_reads.QuarantineView, s.QuarantineOut),
     (sync_reads.InboundOrderView, s.InboundOrderOut),
+    # staff accounts
+    (staff.StaffUserView, s.StaffUserOut),
 ]
 
 # Modules that hold read models only: each of their classes must be in PAIRS.
@@ -79,7 +81,7 @@ READ_MODEL_MODULES: list[ModuleType] = [order_views, catalog_views, webhook_view
 WRAPPERS: set[type[BaseModel]] = {
     s.LocationList, s.SkuList, s.ChannelList, s.MovementPage, s.LevelPage, s.OrderPage,
     s.WebhookList, s.DeliveryList, s.EventPage, s.FeedList, s.RunList, s.DiscrepancyList, s.QuarantineList,
-    s.InboundOrderList,
+    s.InboundOrderList, s.StaffUserList,
 }  # fmt: skip
 
 # Parts of an answer their service still builds as plain dicts, and why (a gap to close, not a rule).
