@@ -53,6 +53,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     from app.routes import (
         api_catalog,
         api_orders,
+        api_pickup,
         api_staff,
         api_stock,
         api_sync,
@@ -92,6 +93,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     app.register_api(api_orders.bp)
     app.register_api(api_webhooks.bp)
     app.register_api(api_sync.bp)
+    app.register_api(api_pickup.bp)
     app.register_blueprint(vendor_hooks.bp)
     app.register_api(api_staff.bp)
     app.register_blueprint(pages_auth.bp)

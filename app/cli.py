@@ -250,9 +250,10 @@ def serve_command(host: str, port: int, threads: int, with_scheduler: bool) -> N
 
 
 def init_app(app: Flask) -> None:
-    from app import cli_staff, cli_sync
+    from app import cli_staff, cli_stores, cli_sync
 
     cli_sync.register(sync_group)
-    for group in (db_group, keys_group, ledger_group, geo_group, demo_group, sync_group, cli_staff.staff_group):
+    for group in (db_group, keys_group, ledger_group, geo_group, demo_group, sync_group, cli_staff.staff_group,
+                  cli_stores.stores_group):
         app.cli.add_command(group)
     app.cli.add_command(serve_command)

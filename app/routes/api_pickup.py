@@ -10,6 +10,8 @@ from app.db import read_only, transaction, utcnow
 from app.domain import pickup as rules
 from app.schemas import LocationPath
 from app.schemas.pickup import (
+    BinsIn,
+    BinsOut,
     CollectIn,
     LookupQuery,
     NotFoundIn,
@@ -21,7 +23,7 @@ from app.schemas.pickup import (
     ReadyOut,
 )
 from app.services import orders
-from app.services.pickup import counter, queue
+from app.services.pickup import bins, counter, queue
 from app.web import session_factory
 from app.web.auth import principal, roles
 from app.web.openapi import API_PREFIX, SECURITY
@@ -118,3 +120,12 @@ def report_not_found(path: PickupPath, body: NotFoundIn) -> ApiResult:
     return respond(NotFoundOut, transaction(session_factory(), lambda s: counter.not_found(
         s, path.id, body.sku, body.qty, body.reason, policy, counter_rules, utcnow(), note=body.note, scope=scope,
     )))  # fmt: skip
+
+
+@bp.put("/locations/<code>/bins", responses={200: BinsOut, **WRITE_PROBLEMS})
+@roles("ops")
+def set_bins(path: LocationPath, body: BinsIn) -> ApiResult:
+    """Where SKUs are kept in a store (bin or shelf), shown on the pick list; all or nothing."""
+    rows = [(b.sku, b.bin) for b in body.bins]
+    updated = transaction(session_factory(), lambda s: bins.set_bins(s, path.code, rows))
+    return respond(BinsOut, bins.BinsResult(path.code, updated))

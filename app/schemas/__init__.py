@@ -61,6 +61,23 @@ from app.schemas.orders import (
     ShipDelivery,
     ShipToOut,
 )
+from app.schemas.pickup import (
+    BinIn,
+    BinsIn,
+    BinsOut,
+    CollectIn,
+    CollectLineIn,
+    LookupQuery,
+    NotFoundIn,
+    NotFoundOut,
+    PickupLineOut,
+    PickupOut,
+    PickupPath,
+    QueueCounts,
+    QueueOut,
+    QueueQuery,
+    ReadyOut,
+)
 from app.schemas.problems import (
     PROBLEM_MEDIA_TYPE,
     FieldError,
@@ -181,6 +198,8 @@ from app.schemas.webhooks import (
 )
 
 __all__ = [
+    "BinIn", "BinsIn", "BinsOut", "CollectIn", "CollectLineIn", "LookupQuery", "NotFoundIn", "NotFoundOut",
+    "PickupLineOut", "PickupOut", "PickupPath", "QueueCounts", "QueueOut", "QueueQuery", "ReadyOut",
     "CODE_PATTERN",
     "CUSTOMER_REF_PATTERN",
     "EARLIEST_EVENT",

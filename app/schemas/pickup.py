@@ -100,3 +100,17 @@ class NotFoundOut(BaseModel):
     pickup: PickupOut
     rerouted_to: str | None = Field(description="The location now sending the units, when re-routed")
     cancelled: int = Field(description="Units cancelled when they could not be re-routed")
+
+
+class BinIn(Strict):
+    sku: SkuCode
+    bin: Annotated[str, Text(64)] | None = Field(description="A bin or shelf, e.g. A-03; null forgets it")
+
+
+class BinsIn(Strict):
+    bins: list[BinIn] = Field(min_length=1, max_length=5000)
+
+
+class BinsOut(BaseModel):
+    location: str
+    updated: int

@@ -111,7 +111,7 @@ def upsert_locations(session: Session, rows: Sequence[dict[str, Any]]) -> list[L
 def _apply_location(session: Session, location: Location, data: dict[str, Any]) -> None:
     for field in LOCATION_FIELDS:
         if field in data and (
-            data[field] is not None or field in {"daily_capacity", "postcode", "lat", "lon"}
+            data[field] is not None or field in {"daily_capacity", "postcode", "lat", "lon", "opening_hours"}
         ):
             setattr(location, field, data[field])
     if location.id is None:

@@ -171,6 +171,15 @@ def prune_job_runs(session: Session, now: datetime, *, keep_days: int, batch: in
     return len(ids)
 
 
+def pickup_clock(app: Flask, now: datetime | None = None) -> dict[str, Any]:
+    """Remind ready pickups near their deadline, then expire no-shows (their units return to stock)."""
+    from app.services.pickup import expiry
+
+    at = now or utcnow()
+    run = transaction(app.extensions["session_factory"], lambda s: expiry.remind_and_expire(s, at))
+    return {"reminded": run.reminded, "expired": run.expired}
+
+
 def sync_feeds(app: Flask) -> dict[str, Any]:
     """Run each enabled feed whose cycle is due, or that a vendor webhook asked to pull, once."""
     from app.sync.runner import run_due

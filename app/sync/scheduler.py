@@ -41,6 +41,8 @@ JOBS: tuple[Job, ...] = (
         "deliver-webhooks", jobs.deliver_webhooks, 5, description="send outbox events to webhook subscribers"
     ),
     Job("prune-history", jobs.prune_history, 3600, description="drop old delivered events and job runs"),
+    Job("pickup-clock", jobs.pickup_clock, 60,
+        description="remind ready pickups before their deadline, then expire no-shows back to stock"),
     Job("sync-feeds", jobs.sync_feeds, 10, lease_seconds=1800,
         description="run every feed whose cycle is due or a vendor webhook asked for"),
 )  # fmt: skip

@@ -26,6 +26,9 @@ from app.domain import routing
 from app.services import catalog_views, staff, stock, stock_reads, webhook_views
 from app.services import shortages as shortages_
 from app.services.orders import views as order_views
+from app.services.pickup import bins as pickup_bins
+from app.services.pickup import counter as pickup_counter
+from app.services.pickup import queue as pickup_queue
 from app.services.sync import discrepancies as sync_discrepancies
 from app.services.sync import feeds as sync_feeds
 from app.services.sync import reads as sync_reads
@@ -70,6 +73,14 @@ PAIRS: list[tuple[type, type[BaseModel]]] = [
     (sync_discrepancies.DiscrepancyView, s.DiscrepancyOut),
     (sync_reads.QuarantineView, s.QuarantineOut),
     (sync_reads.InboundOrderView, s.InboundOrderOut),
+    # the pickup counter
+    (pickup_queue.PickupView, s.PickupOut),
+    (pickup_queue.PickupLineView, s.PickupLineOut),
+    (pickup_queue.QueueView, s.QueueOut),
+    (pickup_queue.QueueCountsView, s.QueueCounts),
+    (pickup_counter.Ready, s.ReadyOut),
+    (pickup_counter.NotFoundOutcome, s.NotFoundOut),
+    (pickup_bins.BinsResult, s.BinsOut),
     # staff accounts
     (staff.StaffUserView, s.StaffUserOut),
 ]
