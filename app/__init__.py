@@ -60,6 +60,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
         api_webhooks,
         health,
         pages_auth,
+        pages_pickup,
         vendor_hooks,
     )
     from app.web.errors import validation_problem
@@ -97,6 +98,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> OpenAPI:
     app.register_blueprint(vendor_hooks.bp)
     app.register_api(api_staff.bp)
     app.register_blueprint(pages_auth.bp)
+    app.register_blueprint(pages_pickup.bp)
     cli.init_app(app)
 
     return app

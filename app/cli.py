@@ -170,26 +170,43 @@ demo_group = AppGroup("demo", help="Demo data.")
               help="1 warehouse + stores; above 9, extra suburban stores are generated")  # fmt: skip
 @click.option("--keys-file", type=click.Path(dir_okay=False), default=None,
               help="Also write the new keys to this file (mode 600)")  # fmt: skip
-def demo_seed(skus: int, location_count: int, keys_file: str | None) -> None:
-    """Build a demo retailer (a warehouse, stores, SKUs, stock) and print its keys once."""
-    from app import demo
+@click.option("--staff-file", type=click.Path(dir_okay=False), default=None,
+              help="Also write the staff sign-ins and ready pickup codes to this file (mode 600)")  # fmt: skip
+@click.option("--pickups/--no-pickups", default=True, show_default=True,
+              help="Staff accounts and click-and-collect orders in every state")  # fmt: skip
+def demo_seed(skus: int, location_count: int, keys_file: str | None, staff_file: str | None, pickups: bool) -> None:
+    """Build a demo retailer (a warehouse, stores, SKUs, stock, pickups) and print its keys once."""
+    from app import demo, demo_pickup
 
     with unit_of_work(_factory()) as session:
         if demo.is_seeded(session):
             click.echo("demo data already present; nothing done")
             return
         created = demo.seed(session, sku_count=skus, location_count=location_count)
+        counter = demo_pickup.seed(session, current_app.config) if pickups else demo_pickup.SeededCounter()
     lines = [f"{role}\t{scope}\t{plain}" for role, scope, plain in created.keys]
-    click.echo(f"seeded {created.locations} locations, {created.skus} SKUs, {created.movements} movements")
+    click.echo(f"seeded {created.locations} locations, {created.skus} SKUs, {created.movements} movements, "
+               f"{counter.pickups} pickups")  # fmt: skip
     click.echo("API keys (shown once):")
     for line in lines:
         click.echo("  " + line)
-    if keys_file:
-        import os
+    staff_lines = [f"{user}\t{store}\t{password}" for user, store, password in counter.accounts]
+    staff_lines += [f"ready\t{store}\torder {order} code {code}" for store, order, code in counter.codes]
+    if staff_lines:
+        click.echo("Staff sign-in for /pickup (user, store, password) and ready pickups' codes (shown once):")
+        for line in staff_lines:
+            click.echo("  " + line)
+    for path, rows in ((keys_file, lines), (staff_file, staff_lines)):
+        if path:
+            _write_private(path, rows)
 
-        fd = os.open(keys_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
+
+def _write_private(path: str, rows: list[str]) -> None:
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(rows) + "\n")
 
 
 sync_group = AppGroup("sync", help="Scheduled jobs: list, run once, or run the scheduler.")
