@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any, TypeGuard, TypeVar
 
-from flask import Flask, current_app, g, request, session
+from flask import Flask, Response, current_app, g, request, session
 from flask_wtf.csrf import CSRFProtect  # type: ignore[import-untyped]
 
 from app.db import read_only
@@ -221,6 +221,13 @@ def _configure_sessions(app: Flask) -> None:
         if request.path.startswith(CSRF_EXEMPT_PREFIXES):
             return
         csrf.protect()
+
+    @app.after_request
+    def _no_store_when_signed_in(response: Response) -> Response:
+        # A signed-in page must not come back from the browser's cache after sign-out (Back).
+        if g.get("session_principal") is not None:
+            response.headers["Cache-Control"] = "no-store"
+        return response
 
     @app.context_processor
     def _signed_in() -> dict[str, Any]:
