@@ -21,6 +21,8 @@ SECRET = "s3cr3t-connection-string"
 def page_app(tmp_path: Path) -> Flask:
     """The real app plus a page blueprint whose views fail in each way an error can."""
     app = create_app({"PROFILE": "test", "DATABASE_URL": "sqlite://", "INSTANCE_PATH": str(tmp_path)})
+    # These forms test the error map, not CSRF (tests/integration/test_staff_api.py does that).
+    app.config["WTF_CSRF_ENABLED"] = False
     pages = PageBlueprint("counter", __name__, url_prefix="/counter")
 
     @pages.get("/missing")
