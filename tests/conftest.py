@@ -328,6 +328,7 @@ def store_world(
     pickup = place([("MUG", 1)], delivery={"type": "pickup", "location": "ST-A"})
     world.ids["transfer_a"] = at(pickup, "WH-1", "transfer")
     world.ids["pickup_a"] = at(pickup, "ST-A", "pickup")
+    world.ids["order_pickup"] = pickup["id"]
     advance(world.ids["transfer_a"], "pick", "ship")
     hook = ops.post(
         "/api/v1/webhooks",

@@ -119,6 +119,22 @@ TABLE: list[Call] = [
     Call("GET", "/staff-users/<username>", "/staff-users/clerk.a", (*ANON, 403, 403, 403, 200)),
     Call("PATCH", "/staff-users/<username>", "/staff-users/clerk.a", (*ANON, 403, 403, 403, 200),
          body={"display_name": "Clerk Ann"}),
+    # the pickup counter: ops and staff of the pickup's store (pickup_a's transfer was received above)
+    Call("GET", "/locations/<code>/pickups", "/locations/ST-A/pickups", (*ANON, 403, 403, 200, 200)),
+    Call("GET", "/pickups/<int:id>", "/pickups/{pickup_a}", (*ANON, 403, 403, 200, 200)),
+    # another store's pickup is not found at yours
+    Call("GET", "/pickups/lookup", "/pickups/lookup", (*ANON, 403, 404, 200, 200), query={"scan": "#{order_pickup}"}),
+    Call("POST", "/pickups/<int:id>/pick", "/pickups/{pickup_a}/pick", (*ANON, 403, 403, 200, 409)),
+    Call("POST", "/pickups/<int:id>/ready", "/pickups/{pickup_a}/ready", (*ANON, 403, 403, 200, 409)),
+    # a wrong code, counted for both admitted callers
+    Call("POST", "/pickups/<int:id>/collect", "/pickups/{pickup_a}/collect", (*ANON, 403, 403, 422, 422),
+         body={"code": "AAAAAA"}),
+    # staff_a writes the unit off; no other location may send it (WH-1 already served this order), so
+    # the line and with it the pickup are cancelled, and ops meet a closed pickup
+    Call("POST", "/pickups/<int:id>/not-found", "/pickups/{pickup_a}/not-found", (*ANON, 403, 403, 200, 409),
+         body={"sku": "MUG"}),
+    Call("PUT", "/locations/<code>/bins", "/locations/ST-A/bins", (*ANON, 403, 403, 403, 200),
+         body={"bins": [{"sku": "TEE", "bin": "A-01"}]}),
 ]  # fmt: skip
 
 
@@ -136,7 +152,8 @@ def send(client: FlaskClient, world: StoreWorld, caller: str, call: Call) -> Any
     key = world.keys[caller]
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     path = V1 + call.path.format(customer=world.customer, **world.ids)
-    return client.open(path, method=call.method, headers=headers, json=call.body, query_string=call.query)
+    query = {k: v.format(customer=world.customer, **world.ids) for k, v in call.query.items()}
+    return client.open(path, method=call.method, headers=headers, json=call.body, query_string=query)
 
 
 def test_the_table_names_every_api_route_once(app: Flask) -> None:
