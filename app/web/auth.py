@@ -218,6 +218,8 @@ def _configure_sessions(app: Flask) -> None:
     def _csrf_guard() -> None:
         if request.method in _SAFE_METHODS or request.endpoint is None:
             return
+        if not current_app.config.get("WTF_CSRF_ENABLED", True):
+            return
         if request.path.startswith(CSRF_EXEMPT_PREFIXES):
             return
         csrf.protect()
