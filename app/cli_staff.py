@@ -48,7 +48,11 @@ def staff_create(username: str, display_name: str, locations: tuple[str, ...], p
     try:
         with unit_of_work(_factory()) as session:
             user = staff.create_user(
-                session, username=username, display_name=display_name, password=password, location_codes=locations
+                session,
+                username=username,
+                display_name=display_name,
+                password=password,
+                location_codes=locations,
             )
     except DomainError as exc:
         raise _refused(exc) from exc

@@ -105,7 +105,9 @@ def _stores(session: Session, codes: Sequence[str]) -> list[Location]:
     if not codes:
         raise _invalid("locations", "give at least one store")
     ids = catalog.location_ids(session, codes, field="locations")
-    found = list(session.scalars(select(Location).where(Location.id.in_(ids.values())).order_by(Location.code)))
+    found = list(
+        session.scalars(select(Location).where(Location.id.in_(ids.values())).order_by(Location.code))
+    )
     not_stores = [loc.code for loc in found if loc.kind != "store"]
     if not_stores:
         raise _invalid("locations", f"not a store: {', '.join(not_stores)}")
@@ -220,7 +222,9 @@ def authenticate(
     since = now - timedelta(seconds=window_s)
     waits = [
         _retry_after(session, SignInFailure.username, name, since, max_failures, now, window_s),
-        _retry_after(session, SignInFailure.remote_addr, addr, since, max_failures * ADDRESS_FACTOR, now, window_s),
+        _retry_after(
+            session, SignInFailure.remote_addr, addr, since, max_failures * ADDRESS_FACTOR, now, window_s
+        ),
     ]
     if any(w is not None for w in waits):
         wait = max(w for w in waits if w is not None)
@@ -238,7 +242,9 @@ def authenticate(
     if user is None or not user.active or not ok:
         session.add(SignInFailure(username=name, remote_addr=addr, at=now))
         # Old refusals of this address are no use to the limit any more.
-        session.execute(delete(SignInFailure).where(SignInFailure.remote_addr == addr, SignInFailure.at <= since))
+        session.execute(
+            delete(SignInFailure).where(SignInFailure.remote_addr == addr, SignInFailure.at <= since)
+        )
         raise SignInRefused("user name or password is wrong")
 
     if _hasher.check_needs_rehash(user.password_hash):

@@ -114,7 +114,11 @@ def page(context: BrowserContext) -> Page:
 @pytest.fixture
 def tablet(browser: Browser) -> Iterator[Page]:
     ctx = browser.new_context(
-        viewport={"width": 820, "height": 1180}, device_scale_factor=1, is_mobile=True, has_touch=True, locale="en-GB"
+        viewport={"width": 820, "height": 1180},
+        device_scale_factor=1,
+        is_mobile=True,
+        has_touch=True,
+        locale="en-GB",
     )
     ctx.set_default_timeout(10_000)
     yield ctx.new_page()

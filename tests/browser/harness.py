@@ -79,9 +79,13 @@ class LiveServer:
         if not missing:
             return
         ops = self.ops
-        assert ops.put("/api/v1/channels", {"code": "web", "name": "web", "kind": "online"}).status_code == 200
+        assert (
+            ops.put("/api/v1/channels", {"code": "web", "name": "web", "kind": "online"}).status_code == 200
+        )
         for code in missing:
-            r = ops.post("/api/v1/locations", {**STORE_DEFAULTS, "code": code, "name": code, "channels": ["web"]})
+            r = ops.post(
+                "/api/v1/locations", {**STORE_DEFAULTS, "code": code, "name": code, "channels": ["web"]}
+            )
             assert r.status_code == 201, r.json
 
     def make_staff(
@@ -95,7 +99,11 @@ class LiveServer:
         self.ensure_stores(locations)
         with unit_of_work(self.app.extensions["session_factory"]) as session:
             staff.create_user(
-                session, username=username, display_name=display_name, password=password, location_codes=locations
+                session,
+                username=username,
+                display_name=display_name,
+                password=password,
+                location_codes=locations,
             )
         return StaffLogin(username, password, display_name, locations)
 
@@ -130,7 +138,9 @@ def describe(violations: list[dict[str, Any]]) -> str:
     for v in violations:
         lines.append(f"[{v['impact']}] {v['id']}: {v['help']} ({v['helpUrl']})")
         for node in v["nodes"][:5]:
-            lines.append(f"    at {json.dumps(node['target'])}: {node.get('failureSummary', '').replace(chr(10), ' ')}")
+            lines.append(
+                f"    at {json.dumps(node['target'])}: {node.get('failureSummary', '').replace(chr(10), ' ')}"
+            )
     return "\n".join(lines)
 
 
@@ -140,7 +150,9 @@ def assert_accessible(page: Page) -> None:
     if violations:
         report = describe(violations)
         print(report)
-        raise AssertionError(f"{len(violations)} serious/critical accessibility violation(s) on {page.url}:\n{report}")
+        raise AssertionError(
+            f"{len(violations)} serious/critical accessibility violation(s) on {page.url}:\n{report}"
+        )
 
 
 def sign_in(page: Page, server: LiveServer, login: StaffLogin, next_path: str | None = None) -> None:

@@ -89,7 +89,9 @@ def test_too_many_refusals_in_the_window_are_a_429_and_older_ones_do_not_count(
     assert _try(page, live_server, staff_login.username, staff_login.password) == 303
     page.context.clear_cookies()
     # Refusals inside the window: after `limit` of them, even the right password is refused.
-    assert [_try(page, live_server, staff_login.username, "wrong-password") for _ in range(limit)] == [401] * limit
+    assert [_try(page, live_server, staff_login.username, "wrong-password") for _ in range(limit)] == [
+        401
+    ] * limit
     assert _try(page, live_server, staff_login.username, staff_login.password) == 429
     message = page.get_by_role("alert").filter(has_text="Too many attempts")
     expect(message).to_have_text(re.compile(r"Too many attempts, try again in \d+ minutes?\."))
@@ -113,7 +115,8 @@ def test_a_form_posted_without_its_csrf_token_is_refused(
     forged = page.request.post(live_server.at("/sign-out"), form={"csrf_token": "forged"}, max_redirects=0)
     assert forged.status == 400
     refused_sign_in = page.request.post(
-        live_server.at("/sign-in"), form={"username": staff_login.username, "password": staff_login.password},
+        live_server.at("/sign-in"),
+        form={"username": staff_login.username, "password": staff_login.password},
         max_redirects=0,
     )
     assert refused_sign_in.status == 400
@@ -165,15 +168,21 @@ def test_a_session_older_than_session_hours_is_refused(
     assert page.url == live_server.at(PROBE)
 
 
-def test_the_front_page_says_what_this_is_and_where_to_go(page: Page, tablet: Page, live_server: LiveServer) -> None:
+def test_the_front_page_says_what_this_is_and_where_to_go(
+    page: Page, tablet: Page, live_server: LiveServer
+) -> None:
     response = page.goto(live_server.at("/"))
     assert response is not None and response.status == 200
     expect(page).to_have_title("Home · omnistock")
     for name, href in [("Pickup screen", "/pickup"), ("API docs", "/api/swagger"),
                        ("OpenAPI document", "/api/openapi.json"), ("Health", "/healthz"), ("Metrics", "/metrics")]:  # fmt: skip
-        expect(page.get_by_role("main").get_by_role("link", name=name, exact=True)).to_have_attribute("href", href)
+        expect(page.get_by_role("main").get_by_role("link", name=name, exact=True)).to_have_attribute(
+            "href", href
+        )
     # Everything comes from this server: no CDN, no outside font.
-    assert page.evaluate("() => performance.getEntriesByType('resource').every(r => r.name.startsWith(location.origin))")
+    assert page.evaluate(
+        "() => performance.getEntriesByType('resource').every(r => r.name.startsWith(location.origin))"
+    )
     assert float(page.evaluate("() => getComputedStyle(document.body).fontSize").removesuffix("px")) >= 16
     # The skip link comes first and moves focus to main.
     page.keyboard.press("Tab")

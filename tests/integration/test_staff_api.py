@@ -33,17 +33,26 @@ def stores(network: Callable[..., None]) -> None:
 
 
 def new_user(ops: Api, username: str = "ann", locations: tuple[str, ...] = ("ST-A",), **kw: Any) -> Any:
-    body = {"username": username, "display_name": "Ann Counter", "password": PASSWORD, "locations": list(locations)}
+    body = {
+        "username": username,
+        "display_name": "Ann Counter",
+        "password": PASSWORD,
+        "locations": list(locations),
+    }
     return ops.post(USERS, {**body, **kw})
 
 
 # ---------------------------------------------------------------- API
 
 
-def test_ops_creates_reads_lists_and_changes_an_account_never_answering_the_password(ops: Api, stores: None) -> None:
+def test_ops_creates_reads_lists_and_changes_an_account_never_answering_the_password(
+    ops: Api, stores: None
+) -> None:
     r = new_user(ops, locations=("ST-B", "ST-A"))
     assert r.status_code == 201, r.json
-    assert r.json["username"] == "ann" and r.json["locations"] == ["ST-A", "ST-B"] and r.json["active"] is True
+    assert (
+        r.json["username"] == "ann" and r.json["locations"] == ["ST-A", "ST-B"] and r.json["active"] is True
+    )
     assert "password" not in r.text and "hash" not in r.text and PASSWORD not in r.text
     assert ops.get(f"{USERS}/ann").json["display_name"] == "Ann Counter"
     assert [u["username"] for u in ops.get(USERS).json["items"]] == ["ann"]
@@ -126,9 +135,9 @@ def test_unknown_names_wrong_passwords_and_disabled_accounts_are_refused_alike(
     ops.patch(f"{USERS}/bob", {"active": False})
     assert attempt(app, "ann", PASSWORD) == "ok"
     assert attempt(app, "ANN ", PASSWORD) == "ok"
-    assert [attempt(app, n, p) for n, p in [("ann", "wrong-password"), ("nobody", PASSWORD), ("bob", PASSWORD)]] == [
-        "refused"
-    ] * 3
+    assert [
+        attempt(app, n, p) for n, p in [("ann", "wrong-password"), ("nobody", PASSWORD), ("bob", PASSWORD)]
+    ] == ["refused"] * 3
     with read_only(app.extensions["session_factory"]) as session:
         assert session.scalar(select(func.count()).select_from(SignInFailure)) == 3
 
@@ -153,12 +162,17 @@ def test_one_address_trying_many_names_is_limited(app: Flask, ops: Api, stores: 
     assert attempt(app, "ann", PASSWORD, remote_addr="10.0.0.2") == "ok"
 
 
-def test_the_wait_is_until_the_oldest_counted_refusal_leaves_the_window(app: Flask, ops: Api, stores: None) -> None:
+def test_the_wait_is_until_the_oldest_counted_refusal_leaves_the_window(
+    app: Flask, ops: Api, stores: None
+) -> None:
     new_user(ops)
     start = utcnow()
     for i in range(3):
         attempt(app, "ann", "wrong-password", now=start + timedelta(seconds=100 * i))
-    with unit_of_work(app.extensions["session_factory"]) as session, pytest.raises(staff.TooManyAttempts) as limited:
+    with (
+        unit_of_work(app.extensions["session_factory"]) as session,
+        pytest.raises(staff.TooManyAttempts) as limited,
+    ):
         staff.authenticate(session, "ann", PASSWORD, **limits(now=start + timedelta(seconds=250)))
     assert limited.value.retry_after_s == 900 - 250
 
@@ -173,7 +187,11 @@ def test_a_session_epoch_moves_on_a_new_password_or_deactivation(app: Flask, ops
         who = staff.principal_for(session, uid, epoch)
     assert who is not None
     assert (who.role, who.key_id, who.user_id, who.location_codes, who.name) == (
-        "staff", None, uid, ("ST-A",), "Ann Counter"
+        "staff",
+        None,
+        uid,
+        ("ST-A",),
+        "Ann Counter",
     )
     assert who.scope() is not None and who.scope() == who.location_ids
     ops.patch(f"{USERS}/ann", {"display_name": "Ann B"})  # a new name keeps sessions
@@ -190,7 +208,9 @@ def test_a_session_epoch_moves_on_a_new_password_or_deactivation(app: Flask, ops
         assert staff.principal_for(session, uid + 1000, 0) is None
 
 
-def test_a_success_prunes_the_names_refusals_older_than_the_window(app: Flask, ops: Api, stores: None) -> None:
+def test_a_success_prunes_the_names_refusals_older_than_the_window(
+    app: Flask, ops: Api, stores: None
+) -> None:
     new_user(ops)
     long_ago = utcnow() - timedelta(hours=2)
     attempt(app, "ann", "wrong-password", now=long_ago)
@@ -207,7 +227,9 @@ def test_the_cli_creates_with_a_generated_password_sets_one_disables_and_lists(
     app: Flask, stores: None
 ) -> None:
     runner = app.test_cli_runner()
-    r = runner.invoke(args=["staff", "create", "cara", "--name", "Cara", "--location", "ST-A", "--location", "ST-B"])
+    r = runner.invoke(
+        args=["staff", "create", "cara", "--name", "Cara", "--location", "ST-A", "--location", "ST-B"]
+    )
     assert r.exit_code == 0, r.output
     generated = r.output.strip().splitlines()[-1]
     assert len(generated) >= 20 and " " not in generated
@@ -240,7 +262,12 @@ def sign_in(client: FlaskClient, username: str, password: str, next_path: str = 
     page = client.get("/sign-in")
     return client.post(
         "/sign-in",
-        data={"username": username, "password": password, "csrf_token": csrf_of(page.text), "next": next_path},
+        data={
+            "username": username,
+            "password": password,
+            "csrf_token": csrf_of(page.text),
+            "next": next_path,
+        },
     )
 
 
@@ -255,13 +282,21 @@ def test_sign_in_sets_a_hardened_cookie_and_goes_to_a_local_next_only(
     assert "Secure" not in cookie  # SESSION_COOKIE_SECURE is off in tests
     page = client.get("/")
     assert "Signed in as" in page.text and "Ann Counter" in page.text
-    for evil in ("https://evil.example/x", "//evil.example", "/\\evil.example", "javascript:alert(1)", "/sign-out"):
+    for evil in (
+        "https://evil.example/x",
+        "//evil.example",
+        "/\\evil.example",
+        "javascript:alert(1)",
+        "/sign-out",
+    ):
         client.post("/sign-out", data={"csrf_token": csrf_of(client.get("/").text)})
         r = sign_in(client, "ann", PASSWORD, evil)
         assert (r.status_code, r.headers["Location"]) == (303, "/pickup"), evil
 
 
-def test_a_wrong_password_is_a_401_page_and_too_many_a_429(app: Flask, client: FlaskClient, ops: Api, stores: None) -> None:
+def test_a_wrong_password_is_a_401_page_and_too_many_a_429(
+    app: Flask, client: FlaskClient, ops: Api, stores: None
+) -> None:
     new_user(ops)
     r = sign_in(client, "ann", "wrong-password")
     assert r.status_code == 401 and "User name or password is wrong" in r.text
@@ -300,7 +335,9 @@ def test_the_api_ignores_the_session_cookie_and_needs_no_csrf_token(
     assert new_user(ops, username="bea").status_code == 201  # a key needs no CSRF token
 
 
-def test_sign_out_ends_the_session_and_a_copy_of_its_cookie(client: FlaskClient, ops: Api, stores: None) -> None:
+def test_sign_out_ends_the_session_and_a_copy_of_its_cookie(
+    client: FlaskClient, ops: Api, stores: None
+) -> None:
     new_user(ops)
     sign_in(client, "ann", PASSWORD)
     copied = client.get_cookie("omnistock_session")
@@ -313,7 +350,9 @@ def test_sign_out_ends_the_session_and_a_copy_of_its_cookie(client: FlaskClient,
     assert "Signed in as" not in client.get("/").text
 
 
-def test_a_session_older_than_session_hours_is_refused(app: Flask, client: FlaskClient, ops: Api, stores: None) -> None:
+def test_a_session_older_than_session_hours_is_refused(
+    app: Flask, client: FlaskClient, ops: Api, stores: None
+) -> None:
     new_user(ops)
     sign_in(client, "ann", PASSWORD)
     serializer = app.session_interface.get_signing_serializer(app)  # type: ignore[attr-defined]
