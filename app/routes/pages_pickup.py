@@ -77,7 +77,7 @@ def time_left(value: datetime | None) -> str:
 
 
 def _qr(payload: str) -> Markup:
-    svg = segno.make(payload, error="m").svg_inline(scale=5, title="Pickup code " + payload, border=2)
+    svg = segno.make(payload, error="m").svg_inline(scale=5, title="Pickup code " + payload, border=2, omitsize=True)
     return Markup(svg)  # noqa: S704 (segno's own SVG of our own payload)
 
 
@@ -183,8 +183,6 @@ def _said(refused: DomainError) -> str:
     """A refusal in a sentence for the counter, with the field at fault when there is one."""
     text = refused.message[:1].upper() + refused.message[1:]
     faults = [e["message"] for e in refused.details.get("errors", []) if e.get("message") not in text]
-    if refused.code == "pickup_locked" and refused.details.get("locked_until"):
-        text += f" (until {store_time(datetime.fromisoformat(refused.details['locked_until']))})"
     return " ".join([text.rstrip(".") + ".", *[f[:1].upper() + f[1:] + "." for f in faults]])
 
 

@@ -258,7 +258,7 @@ def not_found(
     if line is None:
         raise InvalidInput("that SKU is not in this pickup", [{"field": "sku", "message": f"{sku} is not in this pickup"}])
     if qty > line.reserved:
-        raise InvalidInput("more than is held here", [{"field": "qty", "message": f"at most {line.reserved} of {sku} are held here"}])  # fmt: skip
+        raise InvalidInput("that is more than this pickup holds here", [{"field": "qty", "message": f"at most {line.reserved} of {sku} are held here"}])  # fmt: skip
     loc = session.get_one(Location, f.location_id)
     key = (line.sku_id, f.location_id)
     move(session, [Leg(Kind.ADJUSTMENT, line.sku_id, f.location_id, -qty, Deltas(on_hand=-qty), reason=reason,
