@@ -1,6 +1,7 @@
 """The embedded default as a newcomer runs it: migrate, seed, `flask serve` (API + scheduler in one process)."""
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -30,7 +31,7 @@ def _serve(tmp_path: Path, demo_vendors: bool) -> Iterator[tuple[str, dict[str, 
     subprocess.run([*flask, "db", "upgrade"], cwd=ROOT, env=env, check=True, capture_output=True)
     keys_file = tmp_path / "keys.txt"
     subprocess.run(
-        [*flask, "demo", "seed", "--keys-file", str(keys_file)],
+        [*flask, "demo", "seed", "--keys-file", str(keys_file), "--staff-file", str(tmp_path / "staff.txt")],
         cwd=ROOT,
         env=env,
         check=True,
@@ -125,3 +126,31 @@ def test_the_demo_reconciles_its_pos_and_takes_its_web_orders_in_on_its_own(
     assert pos["open_discrepancies"] == 1 and pos["open_quarantine"] == 1
     orders = requests.get(base + "/api/v1/sync/orders", headers=ops, timeout=5).json()["items"]
     assert [o["status"] for o in orders] == ["placed", "placed"], orders
+
+
+def test_the_demo_counter_is_alive_for_the_printed_staff_sign_in(served: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    """A printed staff sign-in opens its store's queue, with pickups in every tab and ready codes that work."""
+    base, _keys = served
+    rows = [line.split("\t") for line in (tmp_path / "staff.txt").read_text().splitlines()]
+    user, store, password = next(r for r in rows if r[0] != "ready")
+    codes = [(r[2].split()[1], r[2].split()[3]) for r in rows if r[0] == "ready" and r[1] == store]
+    assert len({r[1] for r in rows if r[0] != "ready"}) == len([r for r in rows if r[0] != "ready"]) >= 8
+    browser = requests.Session()
+    form = browser.get(base + "/sign-in", timeout=5).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+    assert token, form[:500]
+    signed = browser.post(base + "/sign-in", timeout=5, data={"username": user, "password": password,
+                                                            "csrf_token": token.group(1), "next": ""})  # fmt: skip
+    assert signed.url == f"{base}/pickup/{store}", signed.url
+    for tab in ("to_pick", "ready", "overdue", "collected_today"):
+        page = browser.get(f"{base}/pickup/{store}", params={"tab": tab}, timeout=5)
+        assert page.status_code == 200 and 'class="queue"' in page.text, (tab, page.text[:300])
+    assert codes, rows
+    # A printed code hands its pickup over through the same API a store app uses.
+    ops = {"Authorization": f"Bearer {_keys['ops']}"}
+    order, code = codes[0]
+    found = requests.get(base + "/api/v1/pickups/lookup", params={"scan": order}, headers=ops, timeout=5)
+    assert found.status_code == 200 and found.json()["status"] == "ready_for_pickup", found.text
+    done = requests.post(f"{base}/api/v1/pickups/{found.json()['id']}/collect", json={"code": code}, headers=ops,
+                         timeout=5)  # fmt: skip
+    assert done.status_code == 200 and done.json()["status"] == "collected", done.text
