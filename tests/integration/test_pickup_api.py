@@ -259,3 +259,20 @@ def test_reminder_then_expiry_with_a_controlled_clock(app: Flask, shop: dict[str
     assert len(_events(app, "fulfilment.expired")) == 1
     assert tick(hold_until + timedelta(hours=1)) == expiry.ClockRun(0, 0)
     _verify(app)
+
+
+def test_a_till_sale_that_re_routes_a_pickup_moves_its_promise(app: Flask, shop: dict[str, Api]) -> None:
+    order = _place(shop, [("TEE", 10)])  # every TEE at ST-A
+    fid = _pickup_id(order)
+    first = datetime.fromisoformat(order["fulfilments"][0]["promised_at"])
+    sale = shop["ops"].post(f"{V1}/stock/movements", {"movements": [
+        {"kind": "sale", "sku": "TEE", "location": "ST-A", "qty": 2, "source": "pos", "external_ref": "till-1"}]})  # fmt: skip
+    assert sale.status_code == 201, sale.json
+    got = shop["a"].get(f"{V1}/pickups/{fid}").json
+    line = got["lines"][0]
+    assert (line["reserved"], line["awaiting"]) == (8, 2)  # two now come from ST-B
+    later = datetime.fromisoformat(got["promised_at"])
+    assert later >= first + timedelta(hours=24)  # ST-A's transfer time
+    shortage = _events(app, "fulfilment.allocated")[-1]
+    assert shortage["reason"] == "shortage" and shortage["location"] == "ST-B"
+    _verify(app)
