@@ -13,10 +13,12 @@ import segno
 from flask import abort, current_app, flash, redirect, render_template, request, session, url_for
 from flask.typing import ResponseReturnValue
 from markupsafe import Markup
+from sqlalchemy import select
 
 from app.db import read_only, transaction, utcnow
 from app.domain import pickup as rules
 from app.domain.errors import DomainError
+from app.models import Location
 from app.services import orders
 from app.services.pickup import counter, queue
 from app.web import session_factory
@@ -47,10 +49,6 @@ def _stores() -> list[str]:
     who = principal()
     if who.role == "staff":
         return sorted(who.location_codes)
-    from sqlalchemy import select
-
-    from app.models import Location
-
     with read_only(session_factory()) as s:
         return list(s.scalars(select(Location.code).where(Location.pickup).order_by(Location.code)))
 
