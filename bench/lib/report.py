@@ -141,3 +141,9 @@ def rel(path: Path) -> str:
 def write_json(path: Path, report: dict[str, Any]) -> None:
     path.write_text(json.dumps(report, indent=2) + "\n")
     log(f"wrote {rel(path)}")
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]], left: int = 1) -> list[str]:
+    """A markdown table: the first `left` columns left-aligned, the rest right-aligned."""
+    align = ["---" if i < left else "---:" for i in range(len(headers))]
+    return ["| " + " | ".join(r) + " |" for r in (headers, align, *rows)]

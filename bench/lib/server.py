@@ -73,6 +73,13 @@ def recreate_database(db_name: str) -> str:
     return str(version_row[0]) if version_row else "unknown"
 
 
+def drop_database(db_name: str) -> None:
+    """Drop a scratch database, ending any connection still open to it."""
+    log(f"dropping database {db_name}")
+    with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+
+
 def read_keys(path: Path) -> dict[str, str]:
     """role -> key (the first key of each role) from a `demo seed --keys-file` file."""
     keys: dict[str, str] = {}
