@@ -267,6 +267,8 @@ class Fulfilment(Base):
         Index("ix_fulfilments_order_id", "order_id"),
         Index("ix_fulfilments_location_status", "location_id", "status"),
         Index("ix_fulfilments_status_hold_until", "status", "hold_until"),
+        # The counter's "collected today" reads one store's collections since midnight.
+        Index("ix_fulfilments_location_status_collected", "location_id", "status", "collected_at"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

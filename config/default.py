@@ -78,7 +78,8 @@ PICKUP_LOCK_MINUTES = 15
 PICKUP_REFRESH_S = 30
 
 # Staff sign-in: a signed session cookie that expires after SESSION_HOURS; at most
-# SIGN_IN_MAX_FAILURES refused sign-ins per user name, or per address, in SIGN_IN_WINDOW_S.
+# SIGN_IN_MAX_FAILURES refused sign-ins per user name (four times as many per address: a store's
+# tablets share one) in SIGN_IN_WINDOW_S.
 # SESSION_COOKIE_SECURE: set true behind TLS (the embedded default serves plain HTTP on 127.0.0.1).
 SESSION_HOURS = 12
 SESSION_COOKIE_SECURE = False

@@ -99,7 +99,7 @@ def store_queue(store: str) -> ResponseReturnValue:
         abort(404)
     with read_only(session_factory()) as s:
         loc = queue.store_of(s, store, principal().scope())
-        view = queue.queue(s, store, tab, utcnow(), scope=principal().scope(), max_tries=_rules().max_tries)
+        view = queue.queue(s, loc, tab, utcnow(), scope=principal().scope(), max_tries=_rules().max_tries)
     template = "pickup/_queue.html" if request.headers.get("X-Refresh") == "queue" else "pickup/queue.html"
     return render_template(template, view=view, store=loc, tabs=TABS, tab=tab, stores=_stores(),
                            labels=STATUS_LABELS, refresh_s=int(current_app.config["PICKUP_REFRESH_S"]),

@@ -72,6 +72,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('reminded_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('collected_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index('ix_fulfilments_status_hold_until', ['status', 'hold_until'], unique=False)
+        batch_op.create_index('ix_fulfilments_location_status_collected', ['location_id', 'status', 'collected_at'], unique=False)
 
     with op.batch_alter_table('orders', schema=None) as batch_op:
         batch_op.add_column(sa.Column('customer_name', sa.String(length=200), nullable=True))
@@ -98,6 +99,7 @@ def downgrade() -> None:
         batch_op.drop_column('customer_name')
 
     with op.batch_alter_table('fulfilments', schema=None) as batch_op:
+        batch_op.drop_index('ix_fulfilments_location_status_collected')
         batch_op.drop_index('ix_fulfilments_status_hold_until')
         batch_op.drop_column('collected_at')
         batch_op.drop_column('reminded_at')

@@ -97,17 +97,20 @@ def store_of(session: Session, code: str, scope: Scope | None) -> Location:
 
 
 def queue(
-    session: Session, location: str, tab: rules.Tab, now: datetime, *, scope: Scope | None = None,
+    session: Session, location: str | Location, tab: rules.Tab, now: datetime, *, scope: Scope | None = None,
     max_tries: int = 5, limit: int = 200,
 ) -> QueueView:  # fmt: skip
     """One tab of a store's pickups (oldest promise first) and every tab's count."""
-    loc = store_of(session, location, scope)
+    # A store the caller already looked up (and checked against its scope) is not read again.
+    loc = location if isinstance(location, Location) else store_of(session, location, scope)
     day_start = rules.local_day_start(now, loc.timezone)
     base = and_(Fulfilment.location_id == loc.id, Fulfilment.type == "pickup")
+    # Open pickups and today's collections only: the store's whole history is never read to count.
+    on_counter = or_(Fulfilment.status.in_([*_TO_PICK, _READY]),
+                     and_(Fulfilment.status == Status.COLLECTED.value, Fulfilment.collected_at >= day_start))  # fmt: skip
     counted = session.execute(
-        select(*[func.count(case((_tab_filter(t, now, day_start), 1))) for t in rules.Tab])
-        .where(base, Fulfilment.status.in_([*_TO_PICK, _READY, Status.COLLECTED.value]))
-    ).one()  # fmt: skip
+        select(*[func.count(case((_tab_filter(t, now, day_start), 1))) for t in rules.Tab]).where(base, on_counter)
+    ).one()
     counts = {t.value: int(n) for t, n in zip(rules.Tab, counted, strict=True)}
     order_by = {
         rules.Tab.TO_PICK: (Fulfilment.promised_at, Fulfilment.id),
