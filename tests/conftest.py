@@ -107,11 +107,13 @@ def _clean(app: Flask) -> None:
     engine = app.extensions["engine"]
     tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
     with engine.begin() as conn:
-        if is_sqlite(engine):
-            for name in tables:
-                conn.execute(text(f"DELETE FROM {name}"))
-        else:
-            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        # Children before parents. On PostgreSQL, DELETE of a test's few rows and a reset of every
+        # sequence take a tenth of what TRUNCATE ... RESTART IDENTITY does (0.02 s against 0.19 s
+        # for 35 tables), paid before each of several hundred tests.
+        for name in tables:
+            conn.execute(text(f"DELETE FROM {name}"))
+        if not is_sqlite(engine):
+            conn.execute(text("SELECT setval(c.oid, 1, false) FROM pg_class c WHERE c.relkind = 'S'"))
 
 
 _apps: dict[str, Flask] = {}
@@ -225,6 +227,15 @@ def receive(ops: Api) -> Callable[..., Any]:
         return r.json
 
     return _receive
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark `pg` every test that runs against PostgreSQL (scripts/test runs those and the rest as
+    two processes at once)."""
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if "pg_database" in getattr(item, "fixturenames", ()) or params.get("backend") == "postgresql":
+            item.add_marker(pytest.mark.pg)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:

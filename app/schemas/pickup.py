@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, StrictInt
 
 from app.schemas.types import MAX_ORDER_LINES, Id64, PageSize, PathModel, SkuCode, Strict, Text
 
+MAX_BINS = 1000  # a store's range, a batch at a time
 Tab = Literal["to_pick", "ready", "overdue", "collected_today"]
 
 
@@ -108,7 +109,7 @@ class BinIn(Strict):
 
 
 class BinsIn(Strict):
-    bins: list[BinIn] = Field(min_length=1, max_length=5000)
+    bins: list[BinIn] = Field(min_length=1, max_length=MAX_BINS)
 
 
 class BinsOut(BaseModel):

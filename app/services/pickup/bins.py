@@ -26,10 +26,10 @@ def set_bins(session: Session, location: str, rows: Sequence[tuple[str, str | No
     ids = dict(session.execute(select(Sku.code, Sku.id).where(Sku.code.in_([s for s, _ in rows]))).tuples().all())
     unknown = [{"field": f"bins[{i}].sku", "message": f"unknown SKU {s!r}"} for i, (s, _) in enumerate(rows) if s not in ids]
     if unknown:
-        raise InvalidInput("unknown SKUs", unknown, "unknown_sku")
-    for sku, bin_ in rows:
-        session.execute(delete(SkuBin).where(SkuBin.sku_id == ids[sku], SkuBin.location_id == loc.id))
-        if bin_:
-            session.add(SkuBin(sku_id=ids[sku], location_id=loc.id, bin=bin_))
+        # The first few name the fault; a thousand of the same would only bury it.
+        raise InvalidInput(f"{len(unknown)} unknown SKU(s)", unknown[:20], "unknown_sku")
+    last = {ids[sku]: bin_ for sku, bin_ in rows}  # a SKU named twice: the later row wins
+    session.execute(delete(SkuBin).where(SkuBin.location_id == loc.id, SkuBin.sku_id.in_(list(last))))
+    session.add_all(SkuBin(sku_id=s, location_id=loc.id, bin=b) for s, b in last.items() if b)
     session.flush()
     return len(rows)
