@@ -155,7 +155,7 @@ def detail(store: str, fid: int) -> ResponseReturnValue:
     scanned = session.get(_SCANNED) or {}
     issued = session.pop("pickup_issued", None)
     return render_template(
-        "pickup/detail.html", p=found, store=loc, labels=STATUS_LABELS, stores=_stores(),
+        "pickup/detail.html", p=found, store=loc, labels=STATUS_LABELS,
         scanned_code=scanned.get("code") if scanned.get("id") == fid else "",
         issued=issued if issued and issued.get("id") == fid else None,
         qr=_qr(issued["barcode"]) if issued and issued.get("id") == fid else None,

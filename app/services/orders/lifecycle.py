@@ -142,15 +142,19 @@ def count_cancelled(session: Session, f: Fulfilment, lines: list[FulfilmentLine]
     """Units a cancelled pickup or shipment still held count as cancelled on the order's lines."""
     if f.type == "transfer":
         return  # a transfer's units belong to the pickup it feeds, which counts them
-    held = {ln.sku_id: ln.reserved + ln.awaiting for ln in lines if ln.reserved + ln.awaiting}
-    if not held:
+    add_cancelled(session, f.order_id, {ln.sku_id: ln.reserved + ln.awaiting for ln in lines if ln.reserved + ln.awaiting})
+
+
+def add_cancelled(session: Session, order_id: int, units_by_sku: Mapping[int, int]) -> None:
+    """These units of the order's lines will not be delivered: they count as cancelled."""
+    if not units_by_sku:
         return
     for ol in session.scalars(
         select(OrderLine)
-        .where(OrderLine.order_id == f.order_id, OrderLine.sku_id.in_(held))
+        .where(OrderLine.order_id == order_id, OrderLine.sku_id.in_(units_by_sku))
         .with_for_update()
     ):
-        ol.cancelled += held[ol.sku_id]
+        ol.cancelled += units_by_sku[ol.sku_id]
 
 
 def release(session: Session, f: Fulfilment, lines: list[FulfilmentLine], now: datetime) -> list[Leg]:

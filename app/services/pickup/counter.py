@@ -20,11 +20,17 @@ from app.domain.access import Scope
 from app.domain.errors import DomainError, InvalidInput
 from app.domain.fulfilment import Status
 from app.domain.ledger import Deltas, Kind
-from app.models import Fulfilment, FulfilmentLine, Location, Order, OrderLine, Sku
+from app.models import Fulfilment, FulfilmentLine, Location, Order, Sku
 from app.services import events, shortages
 from app.services.ledger import Leg
 from app.services.orders.commands import Policy
-from app.services.orders.lifecycle import move, refresh_order_status, refuse_while_awaiting, transition
+from app.services.orders.lifecycle import (
+    add_cancelled,
+    move,
+    refresh_order_status,
+    refuse_while_awaiting,
+    transition,
+)
 from app.services.orders.rows import (
     fulfilment_event,
     give_back,
@@ -63,8 +69,7 @@ class Ready:
     barcode: str
 
 
-def _lines_payload(session: Session, lines: list[FulfilmentLine], qty_of: str) -> list[dict[str, Any]]:
-    codes = _sku_codes(session, [ln.sku_id for ln in lines])
+def _lines_payload(lines: list[FulfilmentLine], codes: Mapping[int, str], qty_of: str) -> list[dict[str, Any]]:
     return [{"sku": codes[ln.sku_id], "qty": getattr(ln, qty_of)} for ln in lines if getattr(ln, qty_of)]
 
 
@@ -88,7 +93,8 @@ def mark_ready(
         # What a notification needs without calling back.
         return {"customer_ref": order.customer_ref, "customer_name": order.customer_name, "location": loc.code,
                 "location_name": loc.name, "code": code, "barcode": rules.barcode_payload(f.id, code),
-                "hold_until": f.hold_until.isoformat(), "lines": _lines_payload(session, lines, "reserved")}  # fmt: skip
+                "hold_until": f.hold_until.isoformat(),
+                "lines": _lines_payload(lines, _sku_codes(session, [ln.sku_id for ln in lines]), "reserved")}  # fmt: skip
 
     transition(session, fid, Status.READY_FOR_PICKUP, scope=scope, kind="pickup", work=issue, now=now)
     return Ready(queue.pickup(session, fid, now, max_tries=counter.max_tries), code, rules.barcode_payload(fid, code))
@@ -148,12 +154,12 @@ def collect(
     if not any(ln.done for ln in lines):
         raise InvalidInput("take at least one unit, or cancel the pickup",
                            [{"field": "lines", "message": "nothing would be handed over"}])  # fmt: skip
-    _count_not_collected(session, f.order_id, left)
+    add_cancelled(session, f.order_id, left)
     f.status, f.updated_at, f.collected_at = Status.COLLECTED.value, now, now
     f.code_hash = None  # a code is good for one hand-over
     move(session, legs, now)
     extra: dict[str, Any] = {"location": _code_of_location(session, f.location_id),
-                             "lines": _lines_payload(session, lines, "done")}  # fmt: skip
+                             "lines": _lines_payload(lines, codes, "done")}  # fmt: skip
     if left:
         extra["not_collected"] = [{"sku": codes[s], "qty": q} for s, q in sorted(left.items())]
     events.emit(session, [fulfilment_event(f, "fulfilment.collected", **extra)], now)
@@ -218,15 +224,6 @@ def _taken(take: Mapping[str, int] | None, lines: list[FulfilmentLine], codes: d
     return {ln.sku_id: out.get(ln.sku_id, 0) for ln in lines}
 
 
-def _count_not_collected(session: Session, order_id: int, left: Mapping[int, int]) -> None:
-    if not left:
-        return
-    for ol in session.scalars(
-        select(OrderLine).where(OrderLine.order_id == order_id, OrderLine.sku_id.in_(left)).with_for_update()
-    ):
-        ol.cancelled += left[ol.sku_id]
-
-
 @dataclass(frozen=True)
 class NotFoundOutcome:
     pickup: PickupView
@@ -268,7 +265,7 @@ def not_found(
     if rerouted is None:
         cancelled = units.cancel_reserved(line, qty)
         move(session, give_back(f, line.sku_id, cancelled, reason=reason), now)
-        _count_not_collected(session, f.order_id, {line.sku_id: cancelled})
+        add_cancelled(session, f.order_id, {line.sku_id: cancelled})
         events.emit(session, [ev.lines_cancelled(order.id, [(sku, cancelled)])], now)
     else:
         promise.refresh(session, f, now)
